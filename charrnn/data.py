@@ -1,0 +1,141 @@
+"""Text in, tensors out: read a corpus, encode it, split it, and lay it out for truncated BPTT.
+
+Nothing here knows about models or files other than the corpus being read.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import CharRNNError
+from .vocab import Vocab
+
+
+def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
+    """Read a whole corpus, turning every way it can be unusable into one clear CharRNNError."""
+    path = Path(path)
+    if not path.exists():
+        from .corpora import hint_for_missing
+
+        raise CharRNNError(f"{path}: no such file{hint_for_missing(path)}")
+    if path.is_dir():
+        raise CharRNNError(f"{path} is a directory; give a text file")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CharRNNError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not raw:
+        raise CharRNNError(f"{path} is empty")
+    if b"\x00" in raw[:65536] and not encoding.lower().replace("-", "").replace("_", "").startswith(("utf16", "utf32")):
+        raise CharRNNError(f"{path} looks like a binary file (it contains NUL bytes), not text; "
+                           "if it is UTF-16 text, pass --encoding utf-16")
+    try:
+        text = raw.decode(encoding)
+    except LookupError:
+        raise CharRNNError(f"unknown encoding {encoding!r}") from None
+    except UnicodeDecodeError as exc:
+        hint = " (pass --encoding, e.g. --encoding latin-1)" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else ""
+        raise CharRNNError(
+            f"{path} is not valid {encoding}: bad byte at offset {exc.start}{hint}"
+        ) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]  # a BOM is an encoding artefact, not a character of the corpus
+    if not text:
+        raise CharRNNError(f"{path} is empty")
+    return text
+
+
+def id_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned dtype that holds every id."""
+    if vocab_size <= 1 << 8:
+        return np.dtype(np.uint8)
+    if vocab_size <= 1 << 16:
+        return np.dtype(np.uint16)
+    return np.dtype(np.uint32)
+
+
+def encode(text: str, vocab: Vocab) -> np.ndarray:
+    """Text -> compact 1-D id array (uint8/16/32 by vocabulary size)."""
+    return np.asarray(vocab.encode(text), dtype=id_dtype(len(vocab)))
+
+
+def split(ids: np.ndarray, val_frac: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Contiguous split by position: the last `val_frac` of the text is validation (nanoGPT's split)."""
+    if not 0.0 < val_frac < 1.0:
+        raise CharRNNError(f"val_frac must be in (0, 1), got {val_frac}")
+    n_train = int(len(ids) * (1.0 - val_frac))
+    return ids[:n_train], ids[n_train:]
+
+
+def batchify(ids: np.ndarray | torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Cut a 1-D id sequence into `batch_size` contiguous streams, one per row.
+
+    For the text "abcdefghijklmnopqrstuvwx" and batch_size 4:
+
+        row 0: a b c d e f    <- window k covers columns [k*T, (k+1)*T),
+        row 1: g h i j k l       so window k+1 of a row continues window k
+        row 2: m n o p q r       of the same row, and the hidden state left
+        row 3: s t u v w x       by window k is the right state to start k+1.
+
+    The tail that does not fill a whole column is dropped.
+    """
+    ids = torch.as_tensor(np.asarray(ids).astype(np.int64, copy=False))
+    length = ids.numel() // batch_size
+    if length == 0:
+        raise CharRNNError(f"{ids.numel()} characters cannot fill {batch_size} streams")
+    return ids[: length * batch_size].view(batch_size, length)
+
+
+@dataclass
+class StreamBatcher:
+    """(x, y) windows over contiguous streams for stateful truncated BPTT.
+
+    An epoch walks every stream left to right in windows of `seq_len`; window `index` of an epoch
+    continues window `index - 1` in every row. Each epoch starts at its own offset (drawn from
+    `seed` and the epoch number) so window boundaries move between epochs; the position in the
+    data is therefore just `(epoch, index)`, which is all a resume needs.
+    """
+
+    streams: torch.Tensor  # (B, L) int64
+    seq_len: int
+    seed: int = 0
+
+    @classmethod
+    def from_ids(cls, ids: np.ndarray, batch_size: int, seq_len: int, seed: int = 0) -> StreamBatcher:
+        need = batch_size * (seq_len + 1)
+        if len(ids) < need:
+            fit_batch = max(len(ids) // (seq_len + 1), 0)
+            fit_seq = max(len(ids) // batch_size - 1, 0)
+            raise CharRNNError(
+                f"training text has {len(ids)} characters, too few for one batch of "
+                f"{batch_size} x {seq_len + 1}; try --batch-size {max(fit_batch, 1)} "
+                f"or --seq-len {max(fit_seq, 1)}, or a longer text"
+            )
+        return cls(batchify(ids, batch_size), seq_len, seed)
+
+    @property
+    def batch_size(self) -> int:
+        return self.streams.shape[0]
+
+    @property
+    def windows_per_epoch(self) -> int:
+        return (self.streams.shape[1] - 1) // self.seq_len
+
+    def offset(self, epoch: int) -> int:
+        """Where epoch `epoch` starts in every row: 0 for the first, then a seeded draw."""
+        spare = (self.streams.shape[1] - 1) - self.windows_per_epoch * self.seq_len
+        if epoch == 0 or spare <= 0:
+            return 0
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return int(torch.randint(0, spare + 1, (1,), generator=gen))
+
+    def window(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and next-character targets, each (B, T)."""
+        start = self.offset(epoch) + index * self.seq_len
+        chunk = self.streams[:, start : start + self.seq_len + 1]
+        return chunk[:, :-1], chunk[:, 1:]

@@ -1,0 +1,75 @@
+"""The network: embedding -> multi-layer LSTM/GRU/RNN -> dropout -> linear head.
+
+The hidden state is an argument and a return value, never stored on the module, so the trainer
+can carry it across windows and the sampler can feed it back one character at a time.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+
+Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+_CORES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+class CharRNN(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.embed_dim)
+        kwargs = {"nonlinearity": "tanh"} if config.model == "rnn" else {}
+        self.rnn = _CORES[config.model](
+            config.embed_dim,
+            config.hidden_size,
+            config.num_layers,
+            batch_first=True,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            **kwargs,
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden_size, config.vocab_size)
+        if config.tie_weights:
+            self.head.weight = self.embed.weight
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.embed.weight, std=0.1 if not self.config.tie_weights else self.config.hidden_size ** -0.5)
+        if self.config.model == "lstm":
+            # Forget-gate bias 1 (gate order i, f, g, o): remember by default early in training,
+            # as char-rnn and torch-rnn do. The two bias vectors add, so set one of them.
+            h = self.config.hidden_size
+            for layer in range(self.config.num_layers):
+                getattr(self.rnn, f"bias_ih_l{layer}").data[h : 2 * h].fill_(1.0)
+                getattr(self.rnn, f"bias_hh_l{layer}").data[h : 2 * h].fill_(0.0)
+
+    def init_hidden(self, batch_size: int) -> Hidden:
+        """Zero state for `batch_size` streams, on the model's device and dtype."""
+        weight = self.head.weight
+        shape = (self.config.num_layers, batch_size, self.config.hidden_size)
+        h = weight.new_zeros(shape)
+        return (h, weight.new_zeros(shape)) if self.config.model == "lstm" else h
+
+    def forward(self, idx: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
+        """idx (B, T) long -> logits (B, T, V) and the state after the last step."""
+        x = self.embed(idx)  # (B, T, E)
+        out, hidden = self.rnn(x, hidden)  # (B, T, H)
+        logits = self.head(self.drop(out))  # (B, T, V)
+        return logits, hidden
+
+
+def detach_hidden(hidden: Hidden) -> Hidden:
+    """Cut the graph at a window boundary (truncated BPTT) while keeping the values."""
+    if isinstance(hidden, tuple):
+        return tuple(h.detach() for h in hidden)  # type: ignore[return-value]
+    return hidden.detach()
+
+
+def select_hidden(hidden: Hidden, rows: torch.Tensor | slice) -> Hidden:
+    """The state of some batch rows (batch is dim 1)."""
+    if isinstance(hidden, tuple):
+        return tuple(h[:, rows] for h in hidden)  # type: ignore[return-value]
+    return hidden[:, rows]

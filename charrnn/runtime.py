@@ -1,0 +1,87 @@
+"""Devices, precision and seeds: the only place that branches on hardware."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import random
+from collections.abc import Iterator
+
+import torch
+
+from .errors import CharRNNError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA, then MPS, then CPU; an explicit device that is missing is an error."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CharRNNError(f"device {name!r} requested but CUDA is not available on this machine")
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise CharRNNError(f"unknown device {name!r}") from None
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise CharRNNError(f"device {name!r} does not exist ({torch.cuda.device_count()} GPU(s))")
+        return device
+    if name == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise CharRNNError("device 'mps' requested but MPS is not available on this machine")
+        return torch.device("mps")
+    raise CharRNNError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
+
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX), where autocast pays off."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> 'bf16' where it is fast (CUDA with bf16, CPUs with native bf16), else 'fp32'."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_fast_bf16() else "fp32"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every RNG the library uses (init, dropout); the sampler uses its own generators."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def onednn_disabled() -> Iterator[None]:
+    """oneDNN re-creates its RNN primitive on every call: ruinous for one-step-at-a-time use."""
+    # Toggle only the enable switch: the public flags() context also resets oneDNN's TF32 setting
+    # and warns about Intel GPUs on every call.
+    previous = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(False)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(previous)

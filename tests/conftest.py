@@ -1,0 +1,38 @@
+"""Shared fixtures: small texts the tests write themselves, tiny configs, CPU only."""
+
+from __future__ import annotations
+
+import pytest
+
+from charrnn.config import ModelConfig, TrainConfig
+
+VERSE = (
+    "ROMEO:\nBut soft, what light through yonder window breaks?\n"
+    "It is the east, and Juliet is the sun.\n\n"
+    "JULIET:\n¿Qué pasó, señor? — ¡Ay! O Romeo, Romeo, wherefore art thou Romeo?\n\n"
+)
+
+
+@pytest.fixture
+def tiny_text() -> str:
+    """About 6 kB of play-like text with line breaks and non-ASCII characters."""
+    return VERSE * 36
+
+
+@pytest.fixture
+def tiny_model_config() -> ModelConfig:
+    return ModelConfig(vocab_size=1, embed_dim=16, hidden_size=32, num_layers=1, dropout=0.0)
+
+
+@pytest.fixture
+def tiny_train_config() -> TrainConfig:
+    return TrainConfig(batch_size=8, seq_len=16, max_steps=60, time_budget=None, eval_interval=20,
+                       warmup_steps=0, lr=2e-2, device="cpu", precision="fp32", sample_length=0,
+                       log_interval=5)
+
+
+@pytest.fixture
+def text_file(tmp_path, tiny_text):
+    path = tmp_path / "play.txt"
+    path.write_text(tiny_text, encoding="utf-8")
+    return path

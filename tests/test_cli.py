@@ -1,0 +1,109 @@
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from charrnn.cli import main
+
+TRAIN_FAST = ["--embed-dim", "8", "--hidden-size", "16", "--num-layers", "1", "--batch-size", "4",
+              "--seq-len", "16", "--max-steps", "20", "--eval-interval", "10", "--device", "cpu",
+              "--sample-length", "0", "--precision", "fp32"]
+
+
+def run(args, **kwargs):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, **kwargs)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code != 0, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error")]
+    assert len(errors) == 1, result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+def test_train_then_sample_on_a_small_slice(tmp_path, text_file):
+    run_dir = tmp_path / "run"
+    result = run(["train", text_file, "--out", run_dir, *TRAIN_FAST])
+    assert result.exit_code == 0, result.output
+    assert "best val loss" in result.output and "bits/char" in result.output
+    assert (run_dir / "best.pt").exists()
+    sample = run(["sample", "-c", run_dir, "-t", "0.5", "-n", "80", "--seed", "3", "--prime", "ROMEO:"])
+    assert sample.exit_code == 0, sample.output
+    assert sample.stdout.startswith("ROMEO:") and len(sample.stdout.rstrip("\n")) >= 80
+    again = run(["sample", "-c", run_dir, "-t", "0.5", "-n", "80", "--seed", "3", "--prime", "ROMEO:"])
+    assert again.stdout == sample.stdout
+    greedy = run(["sample", "-c", run_dir, "--greedy", "-n", "40"])
+    assert greedy.exit_code == 0
+
+
+def test_sample_uses_the_most_recent_run(tmp_path, text_file, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run(["train", text_file, *TRAIN_FAST]).exit_code == 0
+    assert (tmp_path / "checkpoints" / "play" / "best.pt").exists()
+    result = run(["sample", "-t", "0.5", "-n", "30", "--seed", "1"])
+    assert result.exit_code == 0
+    assert "using the most recent run: checkpoints/play" in result.stderr
+    # training again never overwrites the earlier run
+    assert run(["train", text_file, *TRAIN_FAST]).exit_code == 0
+    assert (tmp_path / "checkpoints" / "play-2" / "best.pt").exists()
+
+
+def test_resume_continues_the_run(tmp_path, text_file):
+    run_dir = tmp_path / "run"
+    assert run(["train", text_file, "--out", run_dir, *TRAIN_FAST]).exit_code == 0
+    result = run(["train", text_file, "--resume", run_dir, "--max-steps", "30"])
+    assert result.exit_code == 0, result.output
+    assert "resuming at step 20" in result.output and "30 steps" in result.output
+
+
+@pytest.mark.parametrize("setup, args, fragments", [
+    (None, ["train", "{tmp}/missing.txt"], ["no such file"]),
+    (None, ["train", "{tmp}/shakespeare.txt"], ["charrnn data get shakespeare"]),
+    ("dir", ["train", "{tmp}/adir"], ["is a directory"]),
+    ("empty", ["train", "{tmp}/empty.txt"], ["is empty"]),
+    ("latin", ["train", "{tmp}/latin.txt"], ["not valid utf-8", "--encoding"]),
+    ("binary", ["train", "{tmp}/blob.bin"], ["binary"]),
+    ("short", ["train", "{tmp}/short.txt"], ["too few for one batch"]),
+    (None, ["train", "{tmp}/x.txt", "--time-budget", "soon"], ["cannot read duration"]),
+    (None, ["sample", "-c", "{tmp}/nowhere"], ["does not exist"]),
+    ("corrupt", ["sample", "-c", "{tmp}/corrupt.pt"], ["not a readable charrnn checkpoint"]),
+    ("run", ["sample", "-c", "{tmp}/run", "--prime", "Zq"], ["'Z'", "--unknown skip"]),
+    ("run", ["sample", "-c", "{tmp}/run", "-t", "-1"], ["-1"]),
+    (None, ["data", "get", "wikipedia"], ["unknown corpus"]),
+])
+def test_bad_input_gives_one_line_and_nonzero_exit(tmp_path, text_file, setup, args, fragments):
+    if setup == "dir":
+        (tmp_path / "adir").mkdir()
+    elif setup == "empty":
+        (tmp_path / "empty.txt").write_bytes(b"")
+    elif setup == "latin":
+        (tmp_path / "latin.txt").write_bytes("señor".encode("latin-1"))
+    elif setup == "binary":
+        (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 4)
+    elif setup == "short":
+        (tmp_path / "short.txt").write_text("too short\n")
+    elif setup == "corrupt":
+        (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 broken zip")
+    elif setup == "run":
+        assert run(["train", text_file, "--out", tmp_path / "run", *TRAIN_FAST]).exit_code == 0
+    result = run([a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert_one_line_error(result, *fragments)
+
+
+def test_help_is_instant_and_does_not_import_torch():
+    code = "import sys; from charrnn.cli import main; assert 'torch' not in sys.modules; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr
+    result = run(["--help"])
+    assert result.exit_code == 0 and "train" in result.output and "sample" in result.output
+
+
+def test_python_dash_m_works():
+    out = subprocess.run([sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True,
+                         timeout=60, env={**os.environ})
+    assert out.returncode == 0 and out.stdout.startswith("charrnn ")

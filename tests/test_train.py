@@ -1,0 +1,107 @@
+import json
+import math
+
+import pytest
+import torch
+
+from charrnn import checkpoint
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.errors import CharRNNError
+from charrnn.train import Trainer, fine_tune, lr_at, resume, train
+
+
+def _params(run_dir, name="last.pt"):
+    return checkpoint.load(run_dir / name).model.state_dict()
+
+
+def test_loss_falls_and_best_checkpoint_is_kept(tmp_path, tiny_text, tiny_model_config, tiny_train_config):
+    events = []
+    result = train(tiny_text, tmp_path / "run", tiny_model_config, tiny_train_config, log=events.append)
+    val = result.history["val_loss"]
+    assert len(val) == 3 and val[-1] < val[0] - 0.5  # it learns the repeated verse
+    assert result.best_val_loss == min(val)
+    assert math.isclose(result.best_val_bits, result.best_val_loss / math.log(2))
+    for name in ("best.pt", "last.pt", "meta.json", "metrics.jsonl", "losses.png"):
+        assert (tmp_path / "run" / name).stat().st_size > 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 61))  # one line per step
+    assert any(e["event"] == "step" and e["chars_per_sec"] > 0 for e in events)
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text(encoding="utf-8"))
+    assert meta["vocab"] == sorted(set(tiny_text)) and meta["model_config"]["hidden_size"] == 32
+
+
+@pytest.mark.parametrize("kind", ["gru", "rnn"])
+def test_other_cores_train(tmp_path, tiny_text, tiny_model_config, tiny_train_config, kind):
+    cfg = ModelConfig.from_dict({**tiny_model_config.to_dict(), "model": kind})
+    result = train(tiny_text, tmp_path / kind, cfg, tiny_train_config)
+    assert result.history["val_loss"][-1] < result.history["val_loss"][0]
+    assert checkpoint.load(tmp_path / kind).model_config.model == kind
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path, tiny_text, tiny_model_config, tiny_train_config):
+    # 32 steps straight vs 16, stop, resume to 32. The text is short enough that the run crosses an
+    # epoch boundary (new offset, state reset), and dropout makes the RNG state matter too.
+    cfg = tiny_train_config.replace(max_steps=32, eval_interval=8, warmup_steps=5, decay_steps=32, batch_size=16)
+    model_cfg = ModelConfig.from_dict({**tiny_model_config.to_dict(), "dropout": 0.2})
+    straight = train(tiny_text, tmp_path / "straight", model_cfg, cfg)
+    train(tiny_text, tmp_path / "split", model_cfg, cfg.replace(max_steps=16))
+    resumed = resume(tiny_text, tmp_path / "split", max_steps=32)
+    assert resumed.step == straight.step == 32
+    assert resumed.history["epoch"][-1] > 1.0
+    a, b = _params(tmp_path / "straight"), _params(tmp_path / "split")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    for key in ("step", "epoch", "train_loss", "val_loss", "lr"):
+        assert straight.history[key] == resumed.history[key], key
+
+
+def test_resume_refuses_another_alphabet(tmp_path, tiny_text, tiny_model_config, tiny_train_config):
+    train(tiny_text, tmp_path / "run", tiny_model_config, tiny_train_config.replace(max_steps=5))
+    with pytest.raises(CharRNNError, match="does not match"):
+        resume(tiny_text + "XYZ" * 10, tmp_path / "run", max_steps=10)
+
+
+def test_early_stopping_keeps_the_best_checkpoint(tmp_path, tiny_text, tiny_model_config, tiny_train_config):
+    # A huge constant learning rate makes validation worse after the first evaluations.
+    cfg = tiny_train_config.replace(max_steps=400, eval_interval=2, patience=2, lr=0.3, lr_schedule="constant",
+                                    grad_clip=100.0)
+    try:
+        result = train(tiny_text, tmp_path / "run", tiny_model_config, cfg)
+    except CharRNNError as exc:  # divergence is also an acceptable way for this run to end
+        assert "last good checkpoint is kept" in str(exc)
+        assert (tmp_path / "run" / "best.pt").exists()
+        return
+    assert result.stop_reason == "early_stop" and result.step < 400
+    best = checkpoint.load(tmp_path / "run" / "best.pt")
+    assert best.meta["step"] == result.best_step
+    assert result.history["val_loss"][-1] > result.best_val_loss
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path, tiny_text, tiny_model_config, tiny_train_config):
+    trainer = Trainer(tiny_text, tmp_path / "run", tiny_model_config, tiny_train_config)
+    with torch.no_grad():
+        trainer.model.head.bias.fill_(float("nan"))
+    with pytest.raises(CharRNNError, match="loss became nan at step 1"):
+        trainer.run()
+
+
+def test_fine_tune_grows_vocabulary_and_keeps_old_embeddings(tmp_path, tiny_text, tiny_model_config,
+                                                             tiny_train_config):
+    train(tiny_text, tmp_path / "base", tiny_model_config, tiny_train_config.replace(max_steps=10))
+    base = checkpoint.load(tmp_path / "base")
+    essay = "What is a startup? A startup is a company designed to grow fast. 42% grow; 7 don't.\n" * 20
+    result = fine_tune(essay, tmp_path / "tuned", tmp_path / "base", tiny_train_config.replace(max_steps=1, eval_interval=1, lr=1e-9, warmup_steps=0))
+    tuned = checkpoint.load(result.run_dir / "last.pt")
+    assert tuned.vocab.chars[: len(base.vocab)] == base.vocab.chars
+    assert {"4", "2", "%", "7", "'"} <= set(tuned.vocab.chars[len(base.vocab):])
+    n = len(base.vocab)
+    torch.testing.assert_close(tuned.model.embed.weight[:n], base.model.embed.weight, rtol=0, atol=1e-6)
+    assert tuned.meta["init_from"].endswith("best.pt")
+
+
+def test_warmup_then_cosine_schedule():
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, min_lr_frac=0.1, max_steps=100, time_budget=None)
+    assert lr_at(cfg, 0, 0.0) == pytest.approx(0.1)
+    assert lr_at(cfg, 10, 0.0) == pytest.approx(1.0)
+    assert lr_at(cfg, 50, 0.5) == pytest.approx(0.55)
+    assert lr_at(cfg, 100, 1.0) == pytest.approx(0.1)
