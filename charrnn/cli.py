@@ -99,7 +99,9 @@ class _Progress:
                 return
             self.last_print = now
             val = f"{event['best_val_loss']:.3f}" if event["best_val_loss"] is not None else "-"
-            line = (f"step {event['step']:>6} | epoch {event['epoch']:.2f} | train {event['train_loss']:.3f} | "
+            filled = int(round(20 * event.get("done_frac", 0.0)))
+            bar = "[" + "#" * filled + "." * (20 - filled) + "] "
+            line = (f"{bar}step {event['step']:>6} | epoch {event['epoch']:.2f} | train {event['train_loss']:.3f} | "
                     f"best val {val} | {event['chars_per_sec'] / 1000:.1f}k chars/s | "
                     f"{_fmt_time(event['elapsed'])} elapsed, {_fmt_time(event['time_left'])} left")
             click.echo(("\r" + line + "\x1b[K") if self.tty else line, err=True, nl=not self.tty)

@@ -421,6 +421,7 @@ class Trainer:
                                   "train_loss": sum(recent[-cfg.log_interval:]) / len(recent[-cfg.log_interval:]),
                                   "lr": self._lr, "chars_per_sec": rate, "elapsed": self.elapsed,
                                   "time_left": self._time_left(rate), "best_val_loss": self.best_val_loss,
+                                  "done_frac": self._done_frac(),
                                   "grad_norm": float(self._grad_norm)})
                     if self.step % cfg.eval_interval == 0:
                         e0 = time.perf_counter()
@@ -446,6 +447,15 @@ class Trainer:
                   "best_val_loss": self.best_val_loss, "best_step": self.best_step,
                   "best_path": str(self.run_dir / checkpoint.BEST)})
         return result
+
+    def _done_frac(self) -> float:
+        """How much of the run's limit (steps or clock, whichever comes first) is used."""
+        parts = [0.0]
+        if self.cfg.max_steps:
+            parts.append(self.step / self.cfg.max_steps)
+        if self.cfg.time_budget:
+            parts.append(self.elapsed / self.cfg.time_budget)
+        return min(max(parts), 1.0)
 
     def _time_left(self, rate: float) -> float | None:
         left = []
