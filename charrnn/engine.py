@@ -1,0 +1,274 @@
+"""Inference step engines: advance a batch of hidden states by one character and return logits.
+
+Sampling feeds one character at a time, so the cost of a step is dominated by call overhead and
+by reading the weights, not by arithmetic (at batch 1 a 2x256 LSTM step is 1.7 MFLOP). Two
+engines give the same logits as `CharRNN.forward`:
+
+* `NumpyEngine` (CPU): float32 NumPy with everything that can be precomputed folded away:
+  - the embedding and layer 1's input projection and biases collapse into one (V, gates*H) table,
+    so layer 1 costs one matmul (its recurrent part) plus a row lookup;
+  - every other layer multiplies `[h_below | h_own]` by the stacked `[W_ih | W_hh]` in one matmul:
+    all layers' states live side by side in one buffer, so that pair is a plain view of it;
+  - the head's bias rides along as a constant-1 column after the last layer's state;
+  - LSTM gates are reordered (i, f, o, g) with the sigmoid rows pre-scaled by 1/2, so one `tanh`
+    over all gates gives every nonlinearity (sigmoid(x) = (1 + tanh(x/2)) / 2);
+  - every intermediate has a preallocated buffer and is written with `out=`: no allocation per step.
+* `TorchEngine`: the model itself, one step per call, for GPUs and wherever torch is faster.
+  oneDNN's RNN primitive is rebuilt on each call, which is ruinous at batch 1 and the fastest
+  path at large batches, so it is switched on only from `ONEDNN_MIN_BATCH` rows.
+
+`make_engine(model, batch_size)` picks one; `benchmarks/sample_speed.py` measures the choice.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from .model import CharRNN, Hidden
+from .runtime import onednn_disabled
+
+# At and above this batch, the torch engine keeps oneDNN on (its per-call set-up is amortised).
+ONEDNN_MIN_BATCH = 16
+
+
+class StepEngine(Protocol):
+    """Advance `batch_size` streams by one character each."""
+
+    batch_size: int
+
+    def set_hidden(self, hidden: Hidden) -> None:
+        """Start from this torch state (layers, batch, hidden); batch 1 is broadcast to all rows."""
+
+    def get_hidden(self) -> Hidden:
+        """The current state as torch tensors shaped as `CharRNN.forward` returns them."""
+
+    def step(self, ids: np.ndarray) -> np.ndarray:
+        """ids (batch,) int -> logits (batch, vocab) float32; the array may be reused by the next step."""
+
+    def select(self, rows: np.ndarray) -> None:
+        """Keep only these rows (in this order, repeats allowed): the new batch is len(rows)."""
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu", torch.float32).numpy()
+
+
+class NumpyEngine:
+    """CharRNN inference in float32 NumPy (CPU), one character per stream per `step`."""
+
+    def __init__(self, model: CharRNN, batch_size: int = 1):
+        config = model.config
+        self.kind = config.model
+        self.num_layers = L = config.num_layers
+        self.hidden_size = H = config.hidden_size
+        self.vocab_size = config.vocab_size
+        self.gates = {"lstm": 4, "gru": 3, "rnn": 1}[self.kind]
+        rnn = model.rnn
+        if self.kind == "rnn" and getattr(rnn, "nonlinearity", "tanh") != "tanh":
+            raise ValueError("NumpyEngine supports tanh RNNs only")
+        with torch.no_grad():
+            embed = _np(model.embed.weight)
+            w_ih = [_np(getattr(rnn, f"weight_ih_l{i}")) for i in range(L)]
+            w_hh = [_np(getattr(rnn, f"weight_hh_l{i}")) for i in range(L)]
+            b_ih = [_np(getattr(rnn, f"bias_ih_l{i}")) for i in range(L)]
+            b_hh = [_np(getattr(rnn, f"bias_hh_l{i}")) for i in range(L)]
+            head_w, head_b = _np(model.head.weight), _np(model.head.bias)
+        # Work in float64 while folding, so the table is as exact as the float32 model allows.
+        order = self._gate_order()
+        scale = self._gate_scale()
+        if self.kind == "gru":
+            # r and z take both biases; n's hidden bias sits inside r * (W_hn h + b_hn).
+            in_bias = [b_ih[i] + np.concatenate([b_hh[i][: 2 * H], np.zeros(H, np.float32)]) for i in range(L)]
+            self.hid_bias = [np.concatenate([np.zeros(2 * H, np.float32), b_hh[i][2 * H :]]) for i in range(L)]
+        else:
+            in_bias = [b_ih[i] + b_hh[i] for i in range(L)]
+        table = embed.astype(np.float64) @ w_ih[0].T.astype(np.float64) + in_bias[0]
+        self.table = np.ascontiguousarray((table[:, order] * scale).astype(np.float32))  # (V, G*H)
+        self.w_hh = [np.ascontiguousarray(w_hh[i][order].T * scale) for i in range(L)]  # (H, G*H)
+        self.w_ih = [np.ascontiguousarray(w_ih[i][order].T * scale) for i in range(L)]  # (I, G*H)
+        self.bias = [np.ascontiguousarray(in_bias[i][order] * scale) for i in range(L)]
+        if self.kind != "gru":
+            # Layers above the first: one matmul of [h_below | h_own] (N, 2H) by (2H, G*H).
+            self.w_cat = [None] + [np.ascontiguousarray(np.vstack([self.w_ih[i], self.w_hh[i]])) for i in range(1, L)]
+        # Head with its bias as an extra input row (the state buffer's constant-1 column).
+        self.head = np.ascontiguousarray(np.vstack([head_w.T, head_b[None, :]]))  # (H+1, V)
+        self.batch_size = 0
+        self._allocate(batch_size)
+
+    def _gate_order(self) -> np.ndarray:
+        H = self.hidden_size
+        if self.kind == "lstm":  # torch i, f, g, o -> i, f, o, g: the three sigmoids side by side
+            return np.concatenate([np.arange(0, 2 * H), np.arange(3 * H, 4 * H), np.arange(2 * H, 3 * H)])
+        return np.arange(self.gates * H)
+
+    def _gate_scale(self) -> np.ndarray:
+        H = self.hidden_size
+        if self.kind == "lstm":
+            return np.concatenate([np.full(3 * H, 0.5, np.float32), np.ones(H, np.float32)])
+        if self.kind == "gru":
+            return np.concatenate([np.full(2 * H, 0.5, np.float32), np.ones(H, np.float32)])
+        return np.ones(H, np.float32)
+
+    def _allocate(self, n: int) -> None:
+        L, H, G = self.num_layers, self.hidden_size, self.gates
+        self.batch_size = n
+        # All layers' h side by side, then a constant 1 for the head bias.
+        self.hs = np.zeros((n, L * H + 1), np.float32)
+        self.hs[:, -1] = 1.0
+        self.c = np.zeros((L, n, H), np.float32) if self.kind == "lstm" else None
+        self.g = np.empty((n, G * H), np.float32)
+        self.gh = np.empty((n, G * H), np.float32) if self.kind == "gru" else None
+        self.tmp = np.empty((n, H), np.float32)
+        self.rows = np.empty((n, G * H), np.float32)
+        self.logits = np.empty((n, self.vocab_size), np.float32)
+
+    # -- state --------------------------------------------------------------------------------
+
+    def set_hidden(self, hidden: Hidden) -> None:
+        L, H = self.num_layers, self.hidden_size
+        h = hidden[0] if isinstance(hidden, tuple) else hidden
+        h_np = _np(h)  # (L, B, H)
+        if h_np.shape[1] != self.batch_size:
+            h_np = np.broadcast_to(h_np, (L, self.batch_size, H))
+        for i in range(L):
+            self.hs[:, i * H : (i + 1) * H] = h_np[i]
+        if self.kind == "lstm":
+            assert isinstance(hidden, tuple)
+            self.c[...] = np.broadcast_to(_np(hidden[1]), self.c.shape)
+
+    def get_hidden(self) -> Hidden:
+        L, H, n = self.num_layers, self.hidden_size, self.batch_size
+        h = torch.from_numpy(self.hs[:, : L * H].reshape(n, L, H).transpose(1, 0, 2).copy())
+        if self.kind == "lstm":
+            return h, torch.from_numpy(self.c.copy())
+        return h
+
+    def select(self, rows: np.ndarray) -> None:
+        rows = np.asarray(rows, dtype=np.intp)
+        hs = self.hs[rows]
+        c = self.c[:, rows] if self.c is not None else None
+        if len(rows) != self.batch_size:
+            self._allocate(len(rows))
+        self.hs[...] = hs
+        if c is not None:
+            self.c[...] = c
+
+    # -- one step -----------------------------------------------------------------------------
+
+    def step(self, ids: np.ndarray) -> np.ndarray:
+        n, H, L = self.batch_size, self.hidden_size, self.num_layers
+        hs, g = self.hs, self.g
+        if n == 1:
+            inp = self.table[int(ids[0])]  # a view: no copy at batch 1
+        else:
+            inp = np.take(self.table, ids, axis=0, out=self.rows)
+        if self.kind == "lstm":
+            self._lstm_layer(0, hs[:, :H], self.w_hh[0], inp)
+            for i in range(1, L):
+                self._lstm_layer(i, hs[:, (i - 1) * H : (i + 1) * H], self.w_cat[i], self.bias[i])
+        elif self.kind == "rnn":
+            for i in range(L):
+                x, w, b = (hs[:, :H], self.w_hh[0], inp) if i == 0 else \
+                    (hs[:, (i - 1) * H : (i + 1) * H], self.w_cat[i], self.bias[i])
+                np.matmul(x, w, out=g)
+                g += b
+                np.tanh(g, out=hs[:, i * H : (i + 1) * H])
+        else:
+            for i in range(L):
+                if i == 0:
+                    np.copyto(g, inp)
+                else:
+                    np.matmul(hs[:, (i - 1) * H : i * H], self.w_ih[i], out=g)
+                    g += self.bias[i]
+                self._gru_layer(i)
+        np.matmul(hs[:, (L - 1) * H :], self.head, out=self.logits)
+        return self.logits
+
+    def _lstm_layer(self, i: int, x: np.ndarray, w: np.ndarray, add: np.ndarray) -> None:
+        H, g, tmp = self.hidden_size, self.g, self.tmp
+        np.matmul(x, w, out=g)
+        g += add
+        np.tanh(g, out=g)  # i, f, o: tanh(x/2) (rows pre-scaled); g: tanh(x)
+        sig = g[:, : 3 * H]
+        sig *= 0.5
+        sig += 0.5  # now sigmoid(x)
+        c = self.c[i]
+        c *= g[:, H : 2 * H]  # f * c
+        np.multiply(g[:, :H], g[:, 3 * H :], out=tmp)  # i * g
+        c += tmp
+        np.tanh(c, out=tmp)
+        np.multiply(g[:, 2 * H : 3 * H], tmp, out=self.hs[:, i * H : (i + 1) * H])  # h = o * tanh(c)
+
+    def _gru_layer(self, i: int) -> None:
+        H, g, gh, tmp = self.hidden_size, self.g, self.gh, self.tmp
+        h = self.hs[:, i * H : (i + 1) * H]
+        np.matmul(h, self.w_hh[i], out=gh)
+        gh += self.hid_bias[i]
+        rz = g[:, : 2 * H]
+        rz += gh[:, : 2 * H]
+        np.tanh(rz, out=rz)
+        rz *= 0.5
+        rz += 0.5  # r, z = sigmoid
+        n_gate = g[:, 2 * H :]
+        np.multiply(g[:, :H], gh[:, 2 * H :], out=tmp)  # r * (W_hn h + b_hn)
+        n_gate += tmp
+        np.tanh(n_gate, out=n_gate)
+        np.subtract(h, n_gate, out=tmp)
+        tmp *= g[:, H : 2 * H]  # z * (h - n)
+        np.add(n_gate, tmp, out=h)  # h' = (1 - z) n + z h
+
+
+class TorchEngine:
+    """The torch model one step at a time (for GPUs, and large CPU batches with oneDNN)."""
+
+    def __init__(self, model: CharRNN, batch_size: int = 1, onednn: bool | None = None):
+        self.model = model.eval()
+        self.device = model.head.weight.device
+        self.batch_size = batch_size
+        self.onednn = batch_size >= ONEDNN_MIN_BATCH if onednn is None else onednn
+        self.hidden: Hidden = model.init_hidden(batch_size)
+        self._ids = torch.empty((batch_size, 1), dtype=torch.long, device=self.device)
+
+    def set_hidden(self, hidden: Hidden) -> None:
+        n = self.batch_size
+
+        def fit(t: torch.Tensor) -> torch.Tensor:
+            return t.to(self.device).expand(-1, n, -1).contiguous()
+
+        self.hidden = tuple(fit(t) for t in hidden) if isinstance(hidden, tuple) else fit(hidden)  # type: ignore[assignment]
+
+    def get_hidden(self) -> Hidden:
+        return self.hidden
+
+    def select(self, rows: np.ndarray) -> None:
+        index = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=self.device)
+        if isinstance(self.hidden, tuple):
+            self.hidden = tuple(t.index_select(1, index) for t in self.hidden)  # type: ignore[assignment]
+        else:
+            self.hidden = self.hidden.index_select(1, index)
+        if len(index) != self.batch_size:
+            self.batch_size = len(index)
+            self._ids = torch.empty((self.batch_size, 1), dtype=torch.long, device=self.device)
+
+    @torch.inference_mode()
+    def step(self, ids: np.ndarray) -> np.ndarray:
+        self._ids.copy_(torch.from_numpy(np.asarray(ids, dtype=np.int64)).view(-1, 1))
+        if self.onednn:
+            logits, self.hidden = self.model(self._ids, self.hidden)
+        else:
+            with onednn_disabled():
+                logits, self.hidden = self.model(self._ids, self.hidden)
+        return logits[:, -1].float().cpu().numpy()
+
+
+def make_engine(model: CharRNN, batch_size: int = 1, backend: str = "auto") -> StepEngine:
+    """The fastest engine for this model and batch: NumPy on CPU (measured: see BENCHMARKS.md), torch elsewhere."""
+    if backend not in ("auto", "numpy", "torch"):
+        raise ValueError(f"backend must be auto, numpy or torch, got {backend!r}")
+    on_cpu = model.head.weight.device.type == "cpu"
+    if backend == "numpy" or (backend == "auto" and on_cpu):
+        return NumpyEngine(model, batch_size)
+    return TorchEngine(model, batch_size)
