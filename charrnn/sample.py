@@ -1,23 +1,32 @@
 """Stateful generation: warm the hidden state on the prime, then one character at a time.
 
 Each generated id is fed back through the hidden state; the context is never re-read, so the
-work per character is constant however long the text grows.
+work per character is constant however long the text grows. The step itself runs on an engine
+from `charrnn.engine` (float32 NumPy on CPU, the torch model elsewhere).
 
 The decoding chain for every step is: logits -> repetition penalty -> temperature -> top-k ->
 top-p -> choice (argmax, ε-greedy or a draw). Draws use a counter-based generator (one stream per
 sample, keyed by its seed), so sample i of a batch is exactly the text that `seed + i` gives alone.
+
+Entry points, from the most to the least convenient:
+  generate(...)        -> str                one sample
+  generate_batch(...)  -> list[Sample]       N samples in one batched pass, with their statistics
+  stream(...)          -> Iterator[str]      one sample, character by character, in constant memory
+  Generation(...)                            the iterator underneath all three (per-step access)
+  beam_search(...)     -> list[Sample]       the most likely continuations, length-normalised
+  inspect_steps(...)   -> Iterator[StepView] the top candidates at each generated position
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from .engine import StepEngine, make_engine
 from .errors import CharRNNError
 from .model import CharRNN, Hidden
 from .runtime import onednn_disabled
@@ -25,6 +34,8 @@ from .vocab import Vocab
 
 MAX_LENGTH = 100_000_000
 MAX_SAMPLES = 100_000
+MAX_BEAM = 1_000
+PRIME_CHUNK = 8192  # prime characters per model call while warming (bounds memory for huge primes)
 
 
 @dataclass(frozen=True)
@@ -43,7 +54,7 @@ class Decoding:
         t = self.temperature
         if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t < 0:
             raise CharRNNError(f"temperature must be > 0 (use 0 or --greedy for argmax), got {t!r}")
-        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
+        if self.top_k is not None and (not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 1):
             raise CharRNNError(f"top-k must be an integer >= 1, got {self.top_k!r}")
         if self.top_p is not None and not (isinstance(self.top_p, (int, float)) and 0.0 < self.top_p <= 1.0):
             raise CharRNNError(f"top-p must be in (0, 1], got {self.top_p!r}")
@@ -52,17 +63,24 @@ class Decoding:
         if not (isinstance(self.repetition_penalty, (int, float)) and math.isfinite(self.repetition_penalty)
                 and self.repetition_penalty >= 1.0):
             raise CharRNNError(f"repetition penalty must be >= 1, got {self.repetition_penalty!r}")
-        if not isinstance(self.repetition_window, int) or self.repetition_window < 1:
-            raise CharRNNError(f"repetition window must be >= 1, got {self.repetition_window!r}")
+        if not isinstance(self.repetition_window, int) or not 1 <= self.repetition_window <= 100_000:
+            raise CharRNNError(f"repetition window must be in 1..100000, got {self.repetition_window!r}")
 
     @property
     def is_greedy(self) -> bool:
         return self.greedy or self.temperature == 0
 
     @property
+    def is_plain(self) -> bool:
+        """Plain temperature sampling: no filter, no penalty, no ε (the fast path)."""
+        return (not self.is_greedy and self.top_k is None and (self.top_p is None or self.top_p >= 1.0)
+                and self.epsilon == 0 and self.repetition_penalty == 1.0)
+
+    @property
     def strategy(self) -> str:
+        rep = f" rep={self.repetition_penalty:g}/{self.repetition_window}" if self.repetition_penalty != 1.0 else ""
         if self.is_greedy:
-            return "greedy"
+            return "greedy" + rep
         parts = [f"T={self.temperature:g}"]
         if self.top_k is not None:
             parts.append(f"top-k={self.top_k}")
@@ -70,9 +88,7 @@ class Decoding:
             parts.append(f"top-p={self.top_p:g}")
         if self.epsilon:
             parts.append(f"eps={self.epsilon:g}")
-        if self.repetition_penalty != 1.0:
-            parts.append(f"rep={self.repetition_penalty:g}")
-        return " ".join(parts)
+        return " ".join(parts) + rep
 
 
 @dataclass
@@ -89,12 +105,76 @@ class Sample:
     stopped: bool = False  # ended on a stop string
     num_chars: int = field(default=0)
 
+    @property
+    def logprob_per_char(self) -> float:
+        """The length-normalised log-probability (beam search ranks by this)."""
+        return self.logprob / max(self.num_chars, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# checks and set-up
+
 
 def check_length(length: int) -> None:
     if not isinstance(length, int) or isinstance(length, bool) or length < 0:
         raise CharRNNError(f"length must be a non-negative integer, got {length!r}")
     if length > MAX_LENGTH:
-        raise CharRNNError(f"length {length} is absurdly large (limit {MAX_LENGTH})")
+        raise CharRNNError(f"length {length} is absurdly large (limit {MAX_LENGTH:,})")
+
+
+def check_num_samples(num_samples: int) -> None:
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or not 1 <= num_samples <= MAX_SAMPLES:
+        raise CharRNNError(f"number of samples must be in 1..{MAX_SAMPLES:,}, got {num_samples!r}")
+
+
+def check_stops(stop: Sequence[str], vocab: Vocab) -> list[str]:
+    """Non-empty stop strings; one with a character the model cannot produce is a mistake."""
+    if isinstance(stop, str):
+        stop = [stop]
+    stops = [s for s in stop if s]
+    for s in stops:
+        missing = vocab.unknown(s)
+        if missing:
+            raise CharRNNError(f"stop string {s!r} can never occur: the model has no {', '.join(map(repr, missing))}")
+    return stops
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", "'": "'", '"': '"', "a": "\a",
+            "b": "\b", "f": "\f", "v": "\v"}
+
+
+def unescape(text: str) -> str:
+    r"""Interpret backslash escapes as in a Python string ("\n\n" -> two newlines, \t, \xHH, \uHHHH).
+
+    Unlike `codecs.decode(..., "unicode_escape")` it leaves non-ASCII characters alone.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        if i + 1 >= len(text):
+            raise CharRNNError(f"{text!r} ends with a lone backslash (write \\\\ for a backslash)")
+        code = text[i + 1]
+        if code in _ESCAPES:
+            out.append(_ESCAPES[code])
+            i += 2
+            continue
+        digits = {"x": 2, "u": 4, "U": 8}.get(code)
+        if digits is None:
+            raise CharRNNError(f"unknown escape \\{code} in {text!r} (known: \\n \\t \\r \\\\ \\xHH \\uHHHH)")
+        hexa = text[i + 2 : i + 2 + digits]
+        try:
+            if len(hexa) != digits:
+                raise ValueError
+            out.append(chr(int(hexa, 16)))
+        except ValueError:
+            raise CharRNNError(f"bad escape \\{code}{hexa} in {text!r}: needs {digits} hex digits") from None
+        i += 2 + digits
+    return "".join(out)
 
 
 def prime_ids(vocab: Vocab, prime: str, unknown: str = "error") -> list[int]:
@@ -110,152 +190,363 @@ def prime_ids(vocab: Vocab, prime: str, unknown: str = "error") -> list[int]:
 
 @torch.inference_mode()
 def warm(model: CharRNN, ids: list[int], hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
-    """Run the prime through the model in one call; returns the last logits (V,) and the state."""
-    device = model.head.weight.device
-    with onednn_disabled():
-        logits, hidden = model(torch.tensor([ids], dtype=torch.long, device=device), hidden)
-    return logits[0, -1], hidden
+    """Run the prime through the model; returns the logits after its last character (V,) and the state.
 
-
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-def uniforms(seeds: np.ndarray, step: int, salt: int = 0) -> np.ndarray:
-    """Counter-based uniforms in [0, 1): one per seed for this step (splitmix64 of seed and step).
-
-    Stateless, so a sample's draws depend only on its own seed and position, never on the batch.
+    The prime goes through in chunks (one model call each) and only the last position meets the
+    head, so a book-length prime costs no more memory than a paragraph.
     """
+    device = model.head.weight.device
+    out = None
+    with onednn_disabled():
+        for start in range(0, len(ids), PRIME_CHUNK):
+            chunk = torch.tensor([ids[start : start + PRIME_CHUNK]], dtype=torch.long, device=device)
+            out, hidden = model.rnn(model.embed(chunk), hidden)
+    assert out is not None and hidden is not None, "warm needs at least one id"
+    return model.head(out[0, -1]), hidden
+
+
+# ----------------------------------------------------------------------------------------------
+# random numbers
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def uniform_block(seeds: np.ndarray, start: int, count: int, salt: int = 0) -> np.ndarray:
+    """Counter-based uniforms in [0, 1) for steps start..start+count-1: shape (count, len(seeds)).
+
+    splitmix64 of (seed, step, salt): stateless, so a sample's draws depend only on its own seed and
+    position, never on the batch it is in or on how many draws other options consumed.
+    """
+    steps = np.arange(start, start + count, dtype=np.uint64)[:, None]
     with np.errstate(over="ignore"):
-        z = seeds.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64((step * 2 + salt) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = seeds.astype(np.uint64)[None, :] * _GOLDEN + (steps * np.uint64(2) + np.uint64(salt)) * _MIX1
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
         z = z ^ (z >> np.uint64(31))
     return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
-def sampling_distribution(logits: torch.Tensor, decoding: Decoding, recent: torch.Tensor | None = None) -> torch.Tensor:
-    """logits (N, V) -> probabilities (N, V) float64 after penalty, temperature, top-k and top-p."""
-    logits = logits.double()
+def uniforms(seeds: np.ndarray, step: int, salt: int = 0) -> np.ndarray:
+    """The uniforms of one step, one per seed (a row of `uniform_block`)."""
+    return uniform_block(seeds, step, 1, salt)[0]
+
+
+class _Uniforms:
+    """Uniforms computed a block of steps at a time: one vectorised hash per block, not per step."""
+
+    BLOCK = 256
+
+    def __init__(self, seeds: np.ndarray, salt: int):
+        self.seeds, self.salt = seeds, salt
+        self.start, self.block = 0, uniform_block(seeds, 0, self.BLOCK, salt)
+
+    def at(self, step: int) -> np.ndarray:
+        if not self.start <= step < self.start + self.BLOCK:
+            self.start = step - step % self.BLOCK
+            self.block = uniform_block(self.seeds, self.start, self.BLOCK, self.salt)
+        return self.block[step - self.start]
+
+
+# ----------------------------------------------------------------------------------------------
+# the decoding chain
+
+
+def _as_numpy(logits: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(logits, torch.Tensor):
+        return logits.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(logits)
+
+
+def filtered_logits(logits: np.ndarray | torch.Tensor, decoding: Decoding, recent: np.ndarray | None = None) -> np.ndarray:
+    """logits (N, V) -> float64 logits after penalty, temperature and top-k (removed ones are -inf)."""
+    x = np.array(_as_numpy(logits), dtype=np.float64, ndmin=2)  # a copy: the caller's array is untouched
     if recent is not None and decoding.repetition_penalty != 1.0:
         # Dividing a probability by the penalty = subtracting log(penalty) from its logit.
-        logits = logits - math.log(decoding.repetition_penalty) * (recent > 0)
+        x -= math.log(decoding.repetition_penalty) * (recent > 0)
     if decoding.is_greedy:
-        probs = torch.zeros_like(logits)
-        probs.scatter_(1, logits.argmax(dim=1, keepdim=True), 1.0)
+        return x
+    x /= decoding.temperature
+    vocab_size = x.shape[1]
+    if decoding.top_k is not None and decoding.top_k < vocab_size:
+        kth = np.partition(x, vocab_size - decoding.top_k, axis=1)[:, vocab_size - decoding.top_k, None]
+        x[x < kth] = -np.inf
+    return x
+
+
+def sampling_distribution(logits: np.ndarray | torch.Tensor, decoding: Decoding,
+                          recent: np.ndarray | None = None) -> np.ndarray:
+    """logits (N, V) -> probabilities (N, V) float64 after penalty, temperature, top-k and top-p.
+
+    Greedy gives a one-hot row. The softmax subtracts the row maximum first, so it is finite
+    however small the temperature.
+    """
+    x = filtered_logits(logits, decoding, recent)
+    if decoding.is_greedy:
+        probs = np.zeros_like(x)
+        probs[np.arange(len(x)), x.argmax(axis=1)] = 1.0
         return probs
-    logits = logits / decoding.temperature
-    if decoding.top_k is not None and decoding.top_k < logits.shape[1]:
-        kth = torch.topk(logits, decoding.top_k, dim=1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, -math.inf)
-    probs = F.softmax(logits, dim=1)  # subtracts the max: finite even at T=1e-4
+    x -= x.max(axis=1, keepdims=True)
+    probs = np.exp(x)
+    probs /= probs.sum(axis=1, keepdims=True)
     if decoding.top_p is not None and decoding.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, dim=1, descending=True)
-        before = torch.cumsum(sorted_probs, dim=1) - sorted_probs
+        order = np.argsort(-probs, axis=1, kind="stable")
+        sorted_probs = np.take_along_axis(probs, order, axis=1)
+        before = np.cumsum(sorted_probs, axis=1) - sorted_probs
         keep_sorted = before < decoding.top_p  # the smallest prefix whose mass reaches top_p
-        keep = torch.zeros_like(keep_sorted).scatter(1, order, keep_sorted)
-        probs = probs * keep
-        probs = probs / probs.sum(dim=1, keepdim=True)
+        keep = np.empty_like(keep_sorted)
+        np.put_along_axis(keep, order, keep_sorted, axis=1)
+        probs *= keep
+        probs /= probs.sum(axis=1, keepdims=True)
     return probs
 
 
-def choose(probs: torch.Tensor, logits: torch.Tensor, decoding: Decoding, seeds: np.ndarray, step: int) -> torch.Tensor:
-    """One id per row: argmax, ε-greedy or an inverse-CDF draw from `probs` with counter uniforms."""
+def _draw(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Inverse-CDF draw per row: the first bin whose cumulative mass exceeds u * total.
+
+    Counting the bins with cdf <= target never lands on a zero-probability bin.
+    """
+    cdf = np.cumsum(probs, axis=1)
+    target = u * cdf[:, -1]
+    ids = np.count_nonzero(cdf <= target[:, None], axis=1)
+    over = ids >= probs.shape[1]
+    if over.any():  # u * total rounded up to the total: take the last possible character
+        last = probs.shape[1] - 1 - np.argmax(probs[:, ::-1] > 0, axis=1)
+        ids = np.where(over, last, ids)
+    return ids
+
+
+def _log_softmax_at(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    m = x.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(x - m).sum(axis=1)) + m[:, 0]
+    return x[np.arange(len(x)), ids] - lse
+
+
+def _entropy(probs: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(probs > 0, probs * np.log(np.where(probs > 0, probs, 1.0)), 0.0)
+    return -terms.sum(axis=1)
+
+
+@dataclass
+class StepResult:
+    """What one decoding step chose, per row: ids and the log-probabilities behind them."""
+
+    ids: np.ndarray  # (N,) chosen character ids
+    logp: np.ndarray  # (N,) log p(chosen) under the sampling distribution
+    model_logp: np.ndarray  # (N,) log p(chosen) under the model at T=1
+    entropy: np.ndarray  # (N,) entropy of the sampling distribution
+    probs: np.ndarray | None = None  # (N, V) the sampling distribution, when asked for
+
+
+def decode_step(logits: np.ndarray, decoding: Decoding, u: np.ndarray, u_eps: np.ndarray | None = None,
+                recent: np.ndarray | None = None, want_probs: bool = False) -> StepResult:
+    """One step of the full chain for a batch of logits (N, V)."""
+    if decoding.is_plain and not want_probs:
+        return _plain_step(logits, decoding.temperature, u)
+    probs = sampling_distribution(logits, decoding, recent)
+    rows = np.arange(len(probs))
     if decoding.is_greedy:
-        return probs.argmax(dim=1)
-    u = torch.from_numpy(uniforms(seeds, step))
-    cdf = torch.cumsum(probs, dim=1)
-    cdf[:, -1] = cdf[:, -1].clamp(min=1.0)  # rounding must never leave u above the last bin
-    drawn = torch.searchsorted(cdf, u.unsqueeze(1) * cdf[:, -1:].clamp(max=1.0)).squeeze(1)
-    drawn = drawn.clamp(max=probs.shape[1] - 1)
-    if decoding.epsilon > 0:
-        exploit = torch.from_numpy(uniforms(seeds, step, salt=1) < decoding.epsilon)
-        drawn = torch.where(exploit, probs.argmax(dim=1), drawn)
-    return drawn
+        ids = probs.argmax(axis=1)
+    else:
+        ids = _draw(probs, u)
+        if decoding.epsilon > 0:
+            assert u_eps is not None
+            ids = np.where(u_eps < decoding.epsilon, probs.argmax(axis=1), ids)
+    chosen = probs[rows, ids]
+    with np.errstate(divide="ignore"):
+        logp = np.log(chosen)
+    return StepResult(ids=ids, logp=logp, model_logp=_log_softmax_at(logits, ids), entropy=_entropy(probs),
+                      probs=probs if want_probs else None)
 
 
-def _expand(hidden: Hidden, n: int) -> Hidden:
-    if isinstance(hidden, tuple):
-        return tuple(h.expand(-1, n, -1).contiguous() for h in hidden)  # type: ignore[return-value]
-    return hidden.expand(-1, n, -1).contiguous()
+def _plain_step(logits: np.ndarray, temperature: float, u: np.ndarray) -> StepResult:
+    """Temperature sampling with as few NumPy calls as possible (it runs once per character)."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    shifted = z  # the model's own (T=1) view, for the nll
+    if temperature != 1.0:
+        shifted = z.copy()
+        z *= 1.0 / temperature
+    e = np.exp(z)
+    cdf = np.cumsum(e, axis=1)
+    total = cdf[:, -1]
+    ids = np.count_nonzero(cdf <= (u * total)[:, None], axis=1)
+    np.minimum(ids, z.shape[1] - 1, out=ids)  # only when u * total rounds up to total
+    rows = np.arange(len(z))
+    log_total = np.log(total)
+    logp = z[rows, ids] - log_total
+    entropy = log_total - np.einsum("ij,ij->i", e, z) / total
+    if shifted is z:
+        model_logp = logp
+    else:
+        model_logp = shifted[rows, ids] - np.log(np.exp(shifted).sum(axis=1))
+    return StepResult(ids=ids, logp=logp, model_logp=model_logp, entropy=entropy)
 
 
-@torch.inference_mode()
+# ----------------------------------------------------------------------------------------------
+# generation
+
+
+class Generation:
+    """A batched generation in progress. Iterating yields each step's characters, one per sample
+    ("" for a sample that already ended on a stop string).
+
+    Sample i uses seed `seed + i`, so it is the same text a generation of `seed + i` alone gives.
+    With `keep_text=False` nothing grows with the length (streaming a million characters to a
+    file runs in constant memory); `samples` then carries the statistics with empty texts.
+    """
+
+    def __init__(self, model: CharRNN, vocab: Vocab, length: int, *, num_samples: int = 1, prime: str = "",
+                 decoding: Decoding | None = None, seed: int = 0, stop: Sequence[str] = (),
+                 unknown: str = "error", keep_text: bool = True, want_probs: bool = False,
+                 backend: str = "auto"):
+        self.decoding = decoding = decoding or Decoding()
+        check_length(length)
+        check_num_samples(num_samples)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise CharRNNError(f"seed must be an integer, got {seed!r}")
+        self.model, self.vocab, self.length = model, vocab, length
+        self.num_samples = n = num_samples
+        self.stops = check_stops(stop, vocab)
+        self.keep_text, self.want_probs = keep_text, want_probs
+        self.prime_ids = prime_ids(vocab, prime, unknown)
+        self.seeds = np.array([(seed + i) & 0xFFFFFFFFFFFFFFFF for i in range(n)], dtype=np.uint64)
+        self.backend = backend
+        self.texts: list[list[str]] = [[] for _ in range(n)]
+        self.logprob = np.zeros(n)
+        self.nll = np.zeros(n)
+        self.entropy = np.zeros(n)
+        self.counts = np.zeros(n, dtype=np.int64)
+        self.stopped = np.zeros(n, dtype=bool)
+        self.probs: np.ndarray | None = None  # the last step's sampling distribution (want_probs)
+        self.rows = np.arange(n)  # sample index of each engine row still generating
+        self._done = False
+
+    def __iter__(self) -> Iterator[list[str]]:
+        if self._done:
+            raise RuntimeError("a Generation can be iterated once")
+        self._done = True
+        model, decoding, n = self.model, self.decoding, self.num_samples
+        model.eval()
+        logits_t, hidden = warm(model, self.prime_ids)
+        if self.length == 0:
+            return
+        engine: StepEngine = make_engine(model, n, self.backend)
+        engine.set_hidden(hidden)
+        logits = np.broadcast_to(logits_t.detach().to("cpu", torch.float32).numpy(), (n, len(self.vocab)))
+        draws = _Uniforms(self.seeds, 0)
+        exploit = _Uniforms(self.seeds, 1) if decoding.epsilon > 0 and not decoding.is_greedy else None
+        penalise = decoding.repetition_penalty != 1.0
+        window = decoding.repetition_window
+        recent = np.zeros((n, len(self.vocab)), dtype=np.int32) if penalise else None
+        history = np.zeros((window, n), dtype=np.intp) if penalise else None
+        chars_of = self.vocab.chars
+        stops = self.stops
+        tail = max((len(s) for s in stops), default=0)
+        stop_ends = {s[-1] for s in stops}
+        tails: list[str] = [""] * n  # the last `tail` characters of each sample (stop matching)
+        keep = self.keep_text
+        rows = self.rows
+        for step in range(self.length):
+            u = draws.at(step)
+            u_eps = exploit.at(step) if exploit is not None else None
+            if len(rows) < n:
+                u = u[rows]
+                u_eps = u_eps[rows] if u_eps is not None else None
+            result = decode_step(logits, decoding, u, u_eps, recent, self.want_probs)
+            self.probs = result.probs
+            ids = result.ids
+            self.logprob[rows] += result.logp
+            self.nll[rows] -= result.model_logp
+            self.entropy[rows] += result.entropy
+            self.counts[rows] += 1
+            ids_list = ids.tolist()
+            step_chars = [chars_of[i] for i in ids_list]
+            if len(rows) == n:
+                out = step_chars
+            else:
+                out = [""] * n
+                for r, c in zip(rows.tolist(), step_chars, strict=True):
+                    out[r] = c
+            if keep:
+                texts = self.texts
+                for r, c in zip(rows.tolist(), step_chars, strict=True):
+                    texts[r].append(c)
+            finished = None
+            if tail:
+                for j, (r, c) in enumerate(zip(rows.tolist(), step_chars, strict=True)):
+                    t = (tails[r] + c)[-tail:]
+                    tails[r] = t
+                    if c in stop_ends and any(t.endswith(s) for s in stops):
+                        self.stopped[r] = True
+                        finished = [j] if finished is None else [*finished, j]
+            yield out
+            if step + 1 == self.length:
+                break
+            if finished is not None:
+                alive = np.ones(len(rows), dtype=bool)
+                alive[finished] = False
+                if not alive.any():
+                    break
+                rows = rows[alive]
+                ids = ids[alive]
+                engine.select(np.flatnonzero(alive))
+                if recent is not None and history is not None:
+                    recent = recent[alive]
+                    history = history[:, alive]
+                self.rows = rows
+            if recent is not None and history is not None:
+                slot = step % window
+                sel = np.arange(len(rows))
+                if step >= window:
+                    recent[sel, history[slot]] -= 1  # one entry per row: no repeated index
+                recent[sel, ids] += 1
+                history[slot] = ids
+            logits = engine.step(ids)
+
+    @property
+    def samples(self) -> list[Sample]:
+        d = self.decoding
+        out = []
+        for i in range(self.num_samples):
+            c = max(int(self.counts[i]), 1)
+            out.append(Sample(text="".join(self.texts[i]), seed=int(self.seeds[i]), strategy=d.strategy,
+                              temperature=0.0 if d.is_greedy else float(d.temperature),
+                              logprob=float(self.logprob[i]), nll=float(self.nll[i]) / c,
+                              entropy=float(self.entropy[i]) / c, stopped=bool(self.stopped[i]),
+                              num_chars=int(self.counts[i])))
+        return out
+
+
 def generate_batch(model: CharRNN, vocab: Vocab, length: int, *, num_samples: int = 1, prime: str = "",
                    decoding: Decoding | None = None, seed: int = 0, stop: Sequence[str] = (),
-                   unknown: str = "error", on_step: Callable[[int, list[str]], None] | None = None) -> list[Sample]:
+                   unknown: str = "error", on_step: Callable[[int, list[str]], None] | None = None,
+                   backend: str = "auto") -> list[Sample]:
     """Generate `num_samples` texts of up to `length` characters after `prime`, in one batched pass.
 
     Sample i uses seed `seed + i`; it is the same text `generate_batch(..., num_samples=1,
     seed=seed + i)` returns. A sample ends right after the first occurrence of any `stop` string.
-    `on_step(step, chars)` receives the characters of the step (one per sample) as they are made.
+    `on_step(step, chars)` receives the characters of the step (one per sample, "" for samples
+    that have ended) as they are made.
     """
-    decoding = decoding or Decoding()
-    check_length(length)
-    if not isinstance(num_samples, int) or not 1 <= num_samples <= MAX_SAMPLES:
-        raise CharRNNError(f"number of samples must be in 1..{MAX_SAMPLES}, got {num_samples!r}")
-    stop = [s for s in stop if s]
-    model.eval()
-    device = model.head.weight.device
-    n, vocab_size = num_samples, len(vocab)
-    seeds = np.array([(seed + i) & 0xFFFFFFFFFFFFFFFF for i in range(n)], dtype=np.uint64)
-    logits, hidden = warm(model, prime_ids(vocab, prime, unknown))
-    logits = logits.float().cpu().expand(n, -1)
-    hidden = _expand(hidden, n)
-    texts: list[list[str]] = [[] for _ in range(n)]
-    active = np.ones(n, dtype=bool)
-    stopped = np.zeros(n, dtype=bool)
-    logprob = np.zeros(n)
-    nll = np.zeros(n)
-    entropy = np.zeros(n)
-    counts = np.zeros(n, dtype=np.int64)
-    recent = torch.zeros((n, vocab_size), dtype=torch.float64) if decoding.repetition_penalty != 1.0 else None
-    history: list[torch.Tensor] = []
-    tail = max((len(s) for s in stop), default=0)
-    step_input = torch.empty((n, 1), dtype=torch.long, device=device)
-    with onednn_disabled():
-        for step in range(length):
-            probs = sampling_distribution(logits, decoding, recent)
-            ids = choose(probs, logits, decoding, seeds, step)
-            log_p = torch.log(probs.gather(1, ids.unsqueeze(1)).squeeze(1).clamp_min(1e-300))
-            model_logp = F.log_softmax(logits.double(), dim=1).gather(1, ids.unsqueeze(1)).squeeze(1)
-            ent = -(probs * torch.log(probs.clamp_min(1e-300))).sum(dim=1)
-            ids_list = ids.tolist()
-            chars = [vocab.chars[i] for i in ids_list]
-            for row in np.flatnonzero(active):
-                texts[row].append(chars[row])
-                logprob[row] += float(log_p[row])
-                nll[row] -= float(model_logp[row])
-                entropy[row] += float(ent[row])
-                counts[row] += 1
-                if tail and _ends_with_stop(texts[row], stop, tail):
-                    active[row] = False
-                    stopped[row] = True
-            if on_step is not None:
-                on_step(step, chars)
-            if not active.any() or step + 1 == length:
-                break
-            if recent is not None:
-                history.append(ids)
-                recent.scatter_add_(1, ids.unsqueeze(1), torch.ones((n, 1), dtype=torch.float64))
-                if len(history) > decoding.repetition_window:
-                    old = history.pop(0)
-                    recent.scatter_add_(1, old.unsqueeze(1), -torch.ones((n, 1), dtype=torch.float64))
-            step_input.copy_(ids.view(n, 1))
-            step_logits, hidden = model(step_input, hidden)
-            logits = step_logits[:, -1].float().cpu()
-    samples = []
-    for i in range(n):
-        c = max(int(counts[i]), 1)
-        samples.append(Sample(text="".join(texts[i]), seed=int(seeds[i]), strategy=decoding.strategy,
-                              temperature=0.0 if decoding.is_greedy else float(decoding.temperature),
-                              logprob=float(logprob[i]), nll=float(nll[i]) / c, entropy=float(entropy[i]) / c,
-                              stopped=bool(stopped[i]), num_chars=int(counts[i])))
-    return samples
+    gen = Generation(model, vocab, length, num_samples=num_samples, prime=prime, decoding=decoding, seed=seed,
+                     stop=stop, unknown=unknown, backend=backend)
+    for step, chars in enumerate(gen):
+        if on_step is not None:
+            on_step(step, chars)
+    return gen.samples
 
 
-def _ends_with_stop(chars: list[str], stop: Sequence[str], tail: int) -> bool:
-    end = "".join(chars[-tail:])
-    return any(end.endswith(s) for s in stop)
+def stream(model: CharRNN, vocab: Vocab, length: int, *, prime: str = "", decoding: Decoding | None = None,
+           seed: int = 0, stop: Sequence[str] = (), unknown: str = "error") -> Iterator[str]:
+    """One sample, character by character, keeping nothing: constant memory for any length."""
+    gen = Generation(model, vocab, length, prime=prime, decoding=decoding, seed=seed, stop=stop,
+                     unknown=unknown, keep_text=False)
+    for chars in gen:
+        yield chars[0]
 
 
 def generate(model: CharRNN, vocab: Vocab, length: int, *, prime: str = "", temperature: float = 1.0,
@@ -272,3 +563,120 @@ def generate(model: CharRNN, vocab: Vocab, length: int, *, prime: str = "", temp
     callback = None if on_text is None else (lambda step, chars: on_text(chars[0]))
     return generate_batch(model, vocab, length, num_samples=1, prime=prime, decoding=decoding, seed=seed,
                           stop=stop, unknown=unknown, on_step=callback)[0].text
+
+
+# ----------------------------------------------------------------------------------------------
+# beam search
+
+
+def beam_search(model: CharRNN, vocab: Vocab, length: int, *, width: int = 4, num_return: int = 1,
+                prime: str = "", stop: Sequence[str] = (), unknown: str = "error", length_penalty: float = 1.0,
+                backend: str = "auto") -> list[Sample]:
+    """The `num_return` most likely continuations of `prime` found with a beam of `width`.
+
+    Each step extends every live hypothesis by every character and keeps the `width` best by total
+    log-probability under the model (T=1). A hypothesis that ends on a stop string is set aside as
+    finished. The results are ranked by log-probability / length**length_penalty (1 = per-character
+    mean, 0 = raw sum, which favours short texts). Width 1 is greedy decoding.
+    """
+    check_length(length)
+    if not isinstance(width, int) or isinstance(width, bool) or not 1 <= width <= MAX_BEAM:
+        raise CharRNNError(f"beam width must be in 1..{MAX_BEAM}, got {width!r}")
+    if not isinstance(num_return, int) or isinstance(num_return, bool) or not 1 <= num_return <= width:
+        raise CharRNNError(f"number of beams returned must be in 1..{width} (the beam width), got {num_return!r}")
+    if not (isinstance(length_penalty, (int, float)) and math.isfinite(length_penalty) and length_penalty >= 0):
+        raise CharRNNError(f"length penalty must be >= 0, got {length_penalty!r}")
+    stops = check_stops(stop, vocab)
+    model.eval()
+    logits_t, hidden = warm(model, prime_ids(vocab, prime, unknown))
+    strategy = f"beam {width}"
+    if length == 0:
+        return [Sample(text="", seed=0, strategy=strategy, temperature=1.0)]
+    engine = make_engine(model, 1, backend)
+    engine.set_hidden(hidden)
+    logits = logits_t.detach().to("cpu", torch.float32).numpy()[None, :]
+    vocab_size = len(vocab)
+    chars = vocab.chars
+    scores = np.zeros(1)  # total log-probability of each live hypothesis
+    texts: list[str] = [""]
+    finished: list[tuple[str, float, bool]] = []  # (text, total logprob, ended on a stop string)
+
+    def normalised(total: float, n: int) -> float:
+        return total / max(n, 1) ** length_penalty
+
+    for step in range(length):
+        x = logits.astype(np.float64)
+        m = x.max(axis=1, keepdims=True)
+        logp = x - m - np.log(np.exp(x - m).sum(axis=1, keepdims=True))
+        candidates = (scores[:, None] + logp).ravel()
+        keep = min(width, len(candidates))
+        # Best first; equal scores keep the lower (parent, character) index, as argmax would.
+        best = np.argpartition(-candidates, keep - 1)[:keep] if keep < len(candidates) else np.arange(len(candidates))
+        best = best[np.lexsort((best, -candidates[best]))]
+        parents, ids = np.divmod(best, vocab_size)
+        new_texts = [texts[p] + chars[i] for p, i in zip(parents.tolist(), ids.tolist(), strict=True)]
+        new_scores = candidates[best]
+        alive = np.ones(len(best), dtype=bool)
+        if stops:
+            for j, t in enumerate(new_texts):
+                if any(t.endswith(s) for s in stops):
+                    finished.append((t, float(new_scores[j]), True))
+                    alive[j] = False
+        if step + 1 == length:
+            finished.extend((t, float(s), False) for t, s, a in zip(new_texts, new_scores, alive, strict=True) if a)
+            break
+        if not alive.any():
+            break
+        texts = [t for t, a in zip(new_texts, alive, strict=True) if a]
+        scores = new_scores[alive]
+        engine.select(parents[alive])
+        logits = engine.step(ids[alive])
+    ranked = sorted(finished, key=lambda f: -normalised(f[1], len(f[0])))[:num_return]
+    return [Sample(text=t, seed=0, strategy=strategy, temperature=1.0, logprob=total, nll=-total / max(len(t), 1),
+                   entropy=0.0, stopped=stopped, num_chars=len(t)) for t, total, stopped in ranked]
+
+
+# ----------------------------------------------------------------------------------------------
+# looking inside each step
+
+
+@dataclass
+class StepView:
+    """One generated position: the context before it, the choice, and the top candidates."""
+
+    position: int  # 0-based index of the generated character
+    context: str  # the text before this position (prime + generated so far), possibly cut to its end
+    chosen: str
+    chosen_prob: float  # its probability under the sampling distribution
+    candidates: list[tuple[str, float]]  # the top characters and their probabilities, best first
+
+
+def inspect_steps(model: CharRNN, vocab: Vocab, length: int, *, top: int = 5, prime: str = "",
+                  decoding: Decoding | None = None, seed: int = 0, stop: Sequence[str] = (),
+                  unknown: str = "error", context_chars: int | None = 40) -> Iterator[StepView]:
+    """Generate like `generate` (same seed, same text) and describe every step.
+
+    The probabilities are those of the sampling distribution (after temperature, filters and
+    penalty) that the character was drawn from. `context_chars` keeps only the end of the context
+    (None keeps all of it, which grows with the text).
+    """
+    if not isinstance(top, int) or isinstance(top, bool) or top < 1:
+        raise CharRNNError(f"number of candidates shown must be >= 1, got {top!r}")
+    if context_chars is not None and (not isinstance(context_chars, int) or context_chars < 0):
+        raise CharRNNError(f"context width must be >= 0, got {context_chars!r}")
+    gen = Generation(model, vocab, length, prime=prime, decoding=decoding, seed=seed, stop=stop, unknown=unknown,
+                     keep_text=False, want_probs=True)
+    context = prime
+    top = min(top, len(vocab))
+    chars = vocab.chars
+    for position, step_chars in enumerate(gen):
+        assert gen.probs is not None
+        probs = gen.probs[0]
+        order = np.argsort(-probs, kind="stable")[:top]
+        chosen = step_chars[0]
+        yield StepView(position=position, context=context, chosen=chosen,
+                       chosen_prob=float(probs[vocab.index[chosen]]),
+                       candidates=[(chars[i], float(probs[i])) for i in order.tolist()])
+        context += chosen
+        if context_chars is not None and len(context) > context_chars:
+            context = context[len(context) - context_chars :]

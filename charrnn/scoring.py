@@ -1,0 +1,91 @@
+"""How surprised is a model by a text: mean loss in nats and bits per character, perplexity, and
+the surprisal of every character.
+
+Scoring reads the text the way the trainer's validation does: one stream, the hidden state carried
+from the start, every character predicted from all the text before it. The first character has
+nothing before it, so it is context only (unless a `context` string is given to start from).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import CharRNNError
+from .model import CharRNN, Hidden
+from .vocab import Vocab
+
+LN2 = math.log(2.0)
+
+
+@dataclass
+class TextScore:
+    """The model's loss on a text."""
+
+    num_chars: int  # characters scored
+    total_nats: float  # sum of -log p(char | everything before it)
+    surprisal: np.ndarray | None = None  # (num_chars,) nats per scored character, when asked for
+    scored_text: str | None = None  # the characters `surprisal` belongs to, when asked for
+
+    @property
+    def nats_per_char(self) -> float:
+        return self.total_nats / self.num_chars
+
+    @property
+    def bits_per_char(self) -> float:
+        return self.nats_per_char / LN2
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.nats_per_char)
+
+
+@torch.inference_mode()
+def score_text(model: CharRNN, vocab: Vocab, text: str, *, context: str = "", unknown: str = "error",
+               per_char: bool = False, chunk: int = 4096) -> TextScore:
+    """Score `text` under `model`. With `context`, every character of `text` is scored after it.
+
+    `unknown="skip"` drops characters the vocabulary lacks (they are then neither scored nor
+    context); "error" names them.
+    """
+    if not isinstance(chunk, int) or chunk < 1:
+        raise CharRNNError(f"chunk must be a positive integer, got {chunk!r}")
+    try:
+        ids = vocab.encode(context + text, unknown=unknown)
+        scored_from = len(vocab.encode(context, unknown=unknown)) if context else 1
+    except CharRNNError as exc:
+        raise CharRNNError(f"text {exc}; use --unknown skip to drop them") from None
+    if context and scored_from == 0:
+        raise CharRNNError("the context has no character the model knows")
+    if len(ids) - scored_from < 1:
+        raise CharRNNError("nothing to score: the text needs at least 2 characters the model knows "
+                           "(the first one is only context)")
+    model.eval()
+    device = model.head.weight.device
+    all_ids = torch.tensor(ids, dtype=torch.long, device=device)
+    total = 0.0
+    count = 0
+    pieces: list[np.ndarray] = []
+    hidden: Hidden | None = None
+    n = len(ids)
+    for start in range(0, n - 1, chunk):
+        stop = min(start + chunk, n - 1)
+        x = all_ids[start:stop].unsqueeze(0)
+        y = all_ids[start + 1 : stop + 1]
+        logits, hidden = model(x, hidden)
+        losses = F.cross_entropy(logits[0].float(), y, reduction="none").double()
+        first = max(scored_from - 1 - start, 0)  # positions whose target is still context
+        if first:
+            losses = losses[first:]
+        if losses.numel():
+            total += float(losses.sum())
+            count += losses.numel()
+            if per_char:
+                pieces.append(losses.cpu().numpy())
+    surprisal = np.concatenate(pieces) if per_char else None
+    scored_text = vocab.decode(ids[scored_from:]) if per_char else None
+    return TextScore(num_chars=count, total_nats=total, surprisal=surprisal, scored_text=scored_text)
