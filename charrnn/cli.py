@@ -232,39 +232,217 @@ def _checkpoint_dir(checkpoint: Path | None) -> Path:
     return run
 
 
-@main.command()
-@click.option("-c", "--checkpoint", type=click.Path(path_type=Path), default=None, help="Run folder or .pt file.  [default: the most recent run]")
-@click.option("-t", "--temperature", type=click.FloatRange(0), default=0.8, show_default=True, help="Softmax temperature; 0 means greedy.")
-@click.option("-n", "--length", type=click.IntRange(0, 100_000_000), default=1000, show_default=True, help="Characters to generate.")
-@click.option("--prime", default="", help="Text to warm the hidden state with (echoed before the sample).")
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Same seed, same text.  [default: random, printed]")
-@click.option("--greedy", is_flag=True, help="Always take the most likely character (argmax).")
-@click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True, help="What to do with prime characters the model never saw.")
-@click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or mps.")
-def sample(checkpoint: Path | None, temperature: float, length: int, prime: str, seed: int | None,
-           greedy: bool, unknown: str, device: str) -> None:
-    """Generate text from a trained model, one character at a time."""
-    from .checkpoint import load
-    from .runtime import resolve_device
-    from .sample import generate
+def _decoding_options(func: Any) -> Any:
+    """The decoding chain's options, shared by `sample` and `inspect`."""
+    options = [
+        click.option("-c", "--checkpoint", type=click.Path(path_type=Path), default=None, help="Run folder or .pt file.  [default: the most recent run]"),
+        click.option("-n", "--length", type=int, default=1000, show_default=True, help="Characters to generate (at most)."),
+        click.option("-t", "--temperature", type=float, default=None, help="Softmax temperature; 0 means greedy.  [default: 0.8]"),
+        click.option("--greedy", is_flag=True, help="Always take the most likely character (argmax)."),
+        click.option("--top-k", type=int, default=None, help="Sample only among the K most likely characters."),
+        click.option("--top-p", type=float, default=None, help="Nucleus: sample among the fewest characters holding this much probability (0 < P <= 1)."),
+        click.option("--epsilon", type=float, default=0.0, help="ε-greedy: with this probability take the most likely character, else sample."),
+        click.option("--repetition-penalty", type=float, default=1.0, help="Divide the probability of characters generated in the last --repetition-window by this (>= 1; breaks loops)."),
+        click.option("--repetition-window", type=int, default=20, show_default=True, help="How many recent characters the penalty looks back."),
+        click.option("--stop", multiple=True, help=r"End right after this string (repeatable; escapes like '\n\n' work)."),
+        click.option("--prime", default=None, help="Text to warm the hidden state with."),
+        click.option("--prime-file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Read the prime from this file (several lines are fine)."),
+        click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Same seed, same text.  [default: random, printed]"),
+        click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True, help="What to do with prime characters the model never saw."),
+        click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or mps."),
+    ]
+    for option in reversed(options):  # decorators apply bottom-up
+        func = option(func)
+    return func
 
+
+def _setup(checkpoint: Path | None, device: str, prime: str | None, prime_file: Path | None, stop: tuple[str, ...],
+           seed: int | None, temperature: float | None, **decoding: Any) -> tuple[Any, str, list[str], int, Any]:
+    """Load the model and turn the shared options into library arguments."""
+    from .checkpoint import load
+    from .data import read_text
+    from .runtime import resolve_device
+    from .sample import Decoding, unescape
+
+    if prime is not None and prime_file is not None:
+        raise CharRNNError("give --prime or --prime-file, not both")
+    prime_text = read_text(prime_file) if prime_file is not None else (prime or "")
+    stops = [unescape(s) for s in stop]
+    settings = Decoding(temperature=0.8 if temperature is None else temperature, **decoding)
     ckpt = load(_checkpoint_dir(checkpoint), resolve_device(device))
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
-    click.echo(f"seed {seed}, temperature {'greedy' if greedy or temperature == 0 else temperature}", err=True)
-    out = sys.stdout
-    out.write(prime)
-    flush_each = out.isatty()
+    return ckpt, prime_text, stops, seed, settings
 
-    def emit(char: str) -> None:
+
+@main.command()
+@_decoding_options
+@click.option("--num-samples", type=int, default=1, show_default=True, help="Independent samples, generated together in one batched pass (seeds SEED, SEED+1, ...).")
+@click.option("--beam", type=int, default=None, help="Beam search of this width: the most likely continuation(s) instead of a sample.")
+@click.option("--length-penalty", type=float, default=1.0, show_default=True, help="Beam ranking: log-probability / length**this (1 = per-character mean).")
+@click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]), default="text", show_default=True, help="jsonl: one JSON object per sample (text, seed, temperature, strategy, logprob, ...).")
+@click.option("--echo-prime/--no-echo-prime", default=True, help="Print the prime before the generated text.  [default: echo]")
+@click.option("--show-top", type=int, default=None, metavar="K", help="Instead of the text, show each step's top K candidates (as `charrnn inspect`).")
+@click.option("--csv", "as_csv", is_flag=True, help="With --show-top: CSV instead of an aligned table.")
+def sample(checkpoint: Path | None, device: str, prime: str | None, prime_file: Path | None, stop: tuple[str, ...],
+           seed: int | None, temperature: float | None, length: int, unknown: str, num_samples: int,
+           beam: int | None, length_penalty: float, fmt: str, echo_prime: bool, show_top: int | None,
+           as_csv: bool, **decoding: Any) -> None:
+    """Generate text from a trained model, one character at a time, streamed as it is made."""
+    from .sample import beam_search, check_length, check_num_samples
+
+    check_length(length)
+    check_num_samples(num_samples)
+    if show_top is not None:
+        if beam is not None or num_samples != 1 or fmt != "text":
+            raise CharRNNError("--show-top shows one sample; it takes no --beam, --num-samples or --format")
+        _inspect(checkpoint, device, prime, prime_file, stop, seed, temperature, length, unknown, show_top, as_csv,
+                 40, decoding)
+        return
+    if as_csv:
+        raise CharRNNError("--csv goes with --show-top")
+    if beam is not None:
+        changed = [name for name, value in (("--temperature", temperature), ("--top-k", decoding["top_k"]),
+                                            ("--top-p", decoding["top_p"])) if value is not None]
+        changed += [name for name, on in (("--greedy", decoding["greedy"]), ("--epsilon", decoding["epsilon"]),
+                                          ("--repetition-penalty", decoding["repetition_penalty"] != 1.0)) if on]
+        if changed:
+            raise CharRNNError(f"--beam ranks by the model's own probabilities; drop {', '.join(changed)}")
+    ckpt, prime_text, stops, seed, settings = _setup(checkpoint, device, prime, prime_file, stop, seed, temperature,
+                                                     **decoding)
+    if beam is not None:
+        click.echo(f"beam search, width {beam}", err=True)
+        results = beam_search(ckpt.model, ckpt.vocab, length, width=beam, num_return=num_samples, prime=prime_text,
+                              stop=stops, unknown=unknown, length_penalty=length_penalty)
+        _print_samples(results, prime_text if echo_prime else "", fmt)
+        return
+    click.echo(f"seed {seed}, {settings.strategy}", err=True)
+    if num_samples == 1 and fmt == "text":
+        _stream_one(ckpt, length, prime_text if echo_prime else "", prime_text, settings, seed, stops, unknown)
+        return
+    from .sample import generate_batch
+
+    results = generate_batch(ckpt.model, ckpt.vocab, length, num_samples=num_samples, prime=prime_text,
+                             decoding=settings, seed=seed, stop=stops, unknown=unknown)
+    _print_samples(results, prime_text if echo_prime else "", fmt)
+
+
+def _stream_one(ckpt: Any, length: int, echo: str, prime: str, settings: Any, seed: int, stops: list[str],
+                unknown: str) -> None:
+    """Write each character as it is made; nothing is kept, so any length runs in constant memory."""
+    from .sample import stream
+
+    out = sys.stdout
+    flush_each = out.isatty()
+    out.write(echo)
+    out.flush()
+    for char in stream(ckpt.model, ckpt.vocab, length, prime=prime, decoding=settings, seed=seed, stop=stops,
+                       unknown=unknown):
         out.write(char)
         if flush_each or char == "\n":
             out.flush()
-
-    generate(ckpt.model, ckpt.vocab, length, prime=prime, temperature=temperature, greedy=greedy,
-             seed=seed, unknown=unknown, on_text=emit)
     out.write("\n")
     out.flush()
+
+
+def _print_samples(results: list[Any], echo: str, fmt: str) -> None:
+    import json
+
+    from .sample import sample_record
+
+    for i, result in enumerate(results):
+        if fmt == "jsonl":
+            click.echo(json.dumps(sample_record(result), ensure_ascii=False))
+            continue
+        if len(results) > 1:
+            click.echo(f"--- sample {i + 1}/{len(results)} · seed {result.seed} · {result.strategy} · "
+                       f"logprob {result.logprob:.2f} ({result.logprob_per_char:.3f}/char) ---")
+        click.echo(echo + result.text)
+
+
+@main.command()
+@_decoding_options
+@click.option("-k", "--top", type=int, default=5, show_default=True, help="Candidates shown per position.")
+@click.option("--context-width", type=int, default=40, show_default=True, help="Characters of context shown (its end).")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV (raw characters, full precision) instead of an aligned table.")
+def inspect(checkpoint: Path | None, device: str, prime: str | None, prime_file: Path | None, stop: tuple[str, ...],
+            seed: int | None, temperature: float | None, length: int, unknown: str, top: int, context_width: int,
+            as_csv: bool, **decoding: Any) -> None:
+    """Generate as `sample` does and show, for each position, the context and the top candidates.
+
+    The probabilities are those of the distribution the character was drawn from (after
+    temperature, top-k/top-p and the repetition penalty). The same seed gives the same text as
+    `charrnn sample`.
+    """
+    _inspect(checkpoint, device, prime, prime_file, stop, seed, temperature, length, unknown, top, as_csv,
+             context_width, decoding)
+
+
+def _inspect(checkpoint: Path | None, device: str, prime: str | None, prime_file: Path | None, stop: tuple[str, ...],
+             seed: int | None, temperature: float | None, length: int, unknown: str, top: int, as_csv: bool,
+             context_width: int, decoding: dict[str, Any]) -> None:
+    import csv
+
+    from .sample import check_length, inspect_steps, step_csv_header, step_csv_row, step_table_header, step_table_row
+
+    check_length(length)
+    if not 1 <= top <= 1000:
+        raise CharRNNError(f"number of candidates shown must be in 1..1000, got {top}")
+    if not 0 <= context_width <= 10_000:
+        raise CharRNNError(f"context width must be in 0..10000, got {context_width}")
+    ckpt, prime_text, stops, seed, settings = _setup(checkpoint, device, prime, prime_file, stop, seed, temperature,
+                                                     **decoding)
+    click.echo(f"seed {seed}, {settings.strategy}", err=True)
+    top = min(top, len(ckpt.vocab))
+    steps = inspect_steps(ckpt.model, ckpt.vocab, length, top=top, prime=prime_text, decoding=settings, seed=seed,
+                          stop=stops, unknown=unknown, context_chars=context_width)
+    out = sys.stdout
+    if as_csv:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(step_csv_header(top))
+        for view in steps:
+            writer.writerow(step_csv_row(view))
+        out.flush()
+        return
+    click.echo(step_table_header(top, context_width))
+    for view in steps:
+        click.echo(step_table_row(view, context_width))
+
+
+# ----------------------------------------------------------------------------------------------
+# score
+
+
+@main.command()
+@click.argument("text_file", type=click.Path(path_type=Path))
+@click.option("-c", "--checkpoint", type=click.Path(path_type=Path), default=None, help="Run folder or .pt file.  [default: the most recent run]")
+@click.option("--context", default="", help="Text the model reads first (not scored); without it the file's first character is only context.")
+@click.option("--per-char", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None, help="Write each character's surprisal (TSV: position, char, nats, bits) to this file ('-': stdout).")
+@click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True, help="What to do with characters the model never saw.")
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of TEXT_FILE.")
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or mps.")
+def score(text_file: Path, checkpoint: Path | None, context: str, per_char: Path | None, unknown: str, encoding: str,
+          device: str) -> None:
+    """How well a model predicts TEXT_FILE: mean loss in nats/char, bits/char and perplexity."""
+    from .checkpoint import atomic_write, load
+    from .data import read_text
+    from .runtime import resolve_device
+    from .scoring import score_text, surprisal_lines
+
+    text = read_text(text_file, encoding=encoding)
+    ckpt = load(_checkpoint_dir(checkpoint), resolve_device(device))
+    result = score_text(ckpt.model, ckpt.vocab, text, context=context, unknown=unknown, per_char=per_char is not None)
+    to_stdout = per_char is not None and str(per_char) == "-"
+    if per_char is not None:
+        if to_stdout:
+            for line in surprisal_lines(result):
+                sys.stdout.write(line)
+            sys.stdout.flush()
+        else:
+            atomic_write(per_char, lambda f: f.writelines(surprisal_lines(result)), mode="w")
+    click.echo(f"{text_file}: {result.num_chars:,} characters scored under {ckpt.path}\n"
+               f"  {result.nats_per_char:.4f} nats/char   {result.bits_per_char:.4f} bits/char   "
+               f"perplexity {result.perplexity:.3f}", err=to_stdout)
 
 
 # ----------------------------------------------------------------------------------------------
