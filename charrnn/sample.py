@@ -680,3 +680,57 @@ def inspect_steps(model: CharRNN, vocab: Vocab, length: int, *, top: int = 5, pr
         context += chosen
         if context_chars is not None and len(context) > context_chars:
             context = context[len(context) - context_chars :]
+
+
+# ----------------------------------------------------------------------------------------------
+# presenting results (strings and records; printing is the caller's business)
+
+_VISIBLE = {"\n": "↵", "\t": "→", "\r": "␍", " ": "␣"}
+
+
+def visible(text: str, space: bool = False) -> str:
+    """One visible glyph per character, so tables stay aligned: ↵ newline, → tab (␣ space if asked)."""
+    out = []
+    for c in text:
+        if c == " " and not space:
+            out.append(c)
+        elif c in _VISIBLE:
+            out.append(_VISIBLE[c])
+        elif not c.isprintable():
+            out.append("�")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def step_table_header(top: int, context_width: int) -> str:
+    cands = "  ".join(f"{f'#{k + 1}':<8}" for k in range(top))
+    return f"{'pos':>6}  {'context':>{context_width}}  {'chose':<5} {'p':>6}  |  {cands}".rstrip()
+
+
+def step_table_row(view: StepView, context_width: int) -> str:
+    """One aligned line: position, the end of the context, the choice and the top candidates."""
+    context = visible(view.context)[-context_width:] if context_width else ""
+    cands = "  ".join(f"{visible(c, space=True)} {p:6.4f}" for c, p in view.candidates)
+    return (f"{view.position:>6}  {context:>{context_width}}  {visible(view.chosen, space=True):<5} "
+            f"{view.chosen_prob:6.4f}  |  {cands}")
+
+
+def step_csv_header(top: int) -> list[str]:
+    return ["position", "context", "chosen", "chosen_prob",
+            *[name for k in range(1, top + 1) for name in (f"char_{k}", f"prob_{k}")]]
+
+
+def step_csv_row(view: StepView) -> list[str | int | float]:
+    """Raw characters (the CSV writer quotes newlines); probabilities in full precision."""
+    row: list[str | int | float] = [view.position, view.context, view.chosen, f"{view.chosen_prob:.6g}"]
+    for c, p in view.candidates:
+        row += [c, f"{p:.6g}"]
+    return row
+
+
+def sample_record(sample: Sample) -> dict:
+    """A Sample as a JSON-ready dict (the `--format jsonl` line)."""
+    return {"text": sample.text, "seed": sample.seed, "temperature": sample.temperature,
+            "strategy": sample.strategy, "logprob": sample.logprob, "logprob_per_char": sample.logprob_per_char,
+            "nll": sample.nll, "entropy": sample.entropy, "stopped": sample.stopped, "num_chars": sample.num_chars}

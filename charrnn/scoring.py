@@ -30,6 +30,7 @@ class TextScore:
     total_nats: float  # sum of -log p(char | everything before it)
     surprisal: np.ndarray | None = None  # (num_chars,) nats per scored character, when asked for
     scored_text: str | None = None  # the characters `surprisal` belongs to, when asked for
+    first_position: int = 1  # index in the text of the first scored character (0 when a context was given)
 
     @property
     def nats_per_char(self) -> float:
@@ -88,4 +89,16 @@ def score_text(model: CharRNN, vocab: Vocab, text: str, *, context: str = "", un
                 pieces.append(losses.cpu().numpy())
     surprisal = np.concatenate(pieces) if per_char else None
     scored_text = vocab.decode(ids[scored_from:]) if per_char else None
-    return TextScore(num_chars=count, total_nats=total, surprisal=surprisal, scored_text=scored_text)
+    return TextScore(num_chars=count, total_nats=total, surprisal=surprisal, scored_text=scored_text,
+                     first_position=0 if context else 1)
+
+
+def surprisal_lines(result: TextScore) -> list[str]:
+    """The per-character dump as TSV lines: position in the text, character (escaped), nats, bits."""
+    if result.surprisal is None or result.scored_text is None:
+        raise CharRNNError("this score was computed without per-character surprisal (per_char=False)")
+    lines = ["position\tchar\tnats\tbits\n"]
+    escape = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
+    for i, (char, nats) in enumerate(zip(result.scored_text, result.surprisal.tolist(), strict=True)):
+        lines.append(f"{i + result.first_position}\t{escape.get(char, char)}\t{nats:.5f}\t{nats / LN2:.5f}\n")
+    return lines
