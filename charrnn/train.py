@@ -26,10 +26,12 @@ import torch.nn.functional as F
 
 from . import checkpoint
 from .config import ModelConfig, TrainConfig
-from .data import StreamBatcher, batchify, encode, split
+from .corpus_cache import CorpusSource, as_source
+from .data import StreamBatcher, stream_rows, to_long
+from .distributed import Distributed
 from .errors import CharRNNError
 from .model import CharRNN, Hidden, detach_hidden
-from .runtime import autocast, resolve_device, resolve_precision, seed_everything
+from .runtime import autocast, resolve_precision, seed_everything
 from .vocab import Vocab
 
 LOG2E = 1.0 / math.log(2.0)
@@ -68,7 +70,7 @@ def sha256_text(text: str) -> str:
 
 
 @torch.no_grad()
-def evaluate(model: CharRNN, streams: torch.Tensor, device: torch.device, precision: str = "fp32",
+def evaluate(model: CharRNN, streams: np.ndarray | torch.Tensor, device: torch.device, precision: str = "fp32",
              chunk: int = 256) -> float:
     """Mean cross-entropy (nats/char) over all streams, state carried from each stream's start.
 
@@ -82,7 +84,7 @@ def evaluate(model: CharRNN, streams: torch.Tensor, device: torch.device, precis
     length = streams.shape[1]
     try:
         for start in range(0, length - 1, chunk):
-            window = streams[:, start : min(start + chunk + 1, length)].to(device, non_blocking=True)
+            window = to_long(streams[:, start : min(start + chunk + 1, length)]).to(device, non_blocking=True)
             x, y = window[:, :-1], window[:, 1:]
             with autocast(device, precision):
                 logits, hidden = model(x, hidden)
@@ -94,13 +96,44 @@ def evaluate(model: CharRNN, streams: torch.Tensor, device: torch.device, precis
     return float(total) / count
 
 
-def val_streams(val_ids: np.ndarray, seq_len: int, max_streams: int = 64) -> torch.Tensor:
-    """Validation laid out as contiguous streams (fewer streams = more context per character)."""
+def val_streams(val_ids: np.ndarray, seq_len: int, max_streams: int = 64) -> np.ndarray:
+    """Validation laid out as contiguous streams (fewer streams = more context per character); a view."""
     n = len(val_ids)
     if n < 2:
         raise CharRNNError("validation split has fewer than 2 characters; use a longer text or a larger --val-frac")
     streams = max(1, min(max_streams, (n - 1) // max(seq_len, 1)))
-    return batchify(val_ids, streams)
+    return stream_rows(val_ids, streams)
+
+
+def _available_memory(device: torch.device) -> int | None:
+    """Bytes free for a new allocation on `device`, or None where we cannot tell."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo", encoding="ascii") as f:
+                info = dict(line.split(":", 1) for line in f if ":" in line)
+            return (int(info["MemAvailable"].split()[0]) + int(info.get("SwapFree", "0 kB").split()[0])) * 1024
+        except (OSError, KeyError, ValueError):
+            return None
+    return None
+
+
+def check_fits_in_memory(model_config: ModelConfig, cfg: TrainConfig, device: torch.device) -> None:
+    """Refuse a model that cannot fit before allocating it.
+
+    An absurd --hidden-size would otherwise end in an allocator traceback or, worse, the OOM killer.
+    Counted: fp32 weights, gradients and two Adam moments, plus the logits of one batch and their
+    gradient; a lower bound, so nothing that fits is refused.
+    """
+    params = model_config.num_parameters()
+    need = 16 * params + 8 * cfg.batch_size * cfg.seq_len * model_config.vocab_size
+    available = _available_memory(device)
+    if available is not None and need > available:
+        raise CharRNNError(
+            f"a {params / 1e6:,.0f}M-parameter model with batch {cfg.batch_size} x {cfg.seq_len} needs at least "
+            f"{need / 2**30:,.1f} GiB to train, but {device.type} has {available / 2**30:,.1f} GiB free; "
+            "use a smaller --hidden-size, --num-layers, --embed-dim, --batch-size or --seq-len")
 
 
 class _StopFlag:
@@ -147,31 +180,37 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 class Trainer:
     """One training run in one run folder. `run()` trains until a limit, a signal or early stop."""
 
-    def __init__(self, text: str, run_dir: str | os.PathLike, model_config: ModelConfig,
+    def __init__(self, text: str | CorpusSource, run_dir: str | os.PathLike, model_config: ModelConfig,
                  train_config: TrainConfig, *, vocab: Vocab | None = None,
                  corpus: dict[str, Any] | None = None, log: Log | None = None):
+        """`text` is a string, or any corpus_cache source (CorpusFiles, EncodedCorpus) for big corpora."""
         self.run_dir = Path(run_dir)
         self.cfg = train_config
-        self.log = log or (lambda event: None)
-        self.device = resolve_device(train_config.device)
+        self.dist = Distributed.from_env(train_config.device)  # a torchrun job, or just this process
+        self.log = (log or (lambda event: None)) if self.dist.is_main else (lambda event: None)
+        self.device = self.dist.device
         self.precision = resolve_precision(train_config.precision, self.device)
-        self.vocab = vocab or Vocab.from_text(text)
-        unknown = self.vocab.unknown(text)
+        source = as_source(text)
+        self.vocab = vocab or Vocab.from_text(source.chars())
+        unknown = self.vocab.unknown(source.chars())
         if unknown:
             raise CharRNNError(f"the corpus has characters the vocabulary lacks: {unknown[:10]}")
         if len(self.vocab) != model_config.vocab_size:
             model_config = ModelConfig.from_dict({**model_config.to_dict(), "vocab_size": len(self.vocab)})
         self.model_config = model_config
-        self.corpus = {"chars": len(text), "sha256": sha256_text(text), **(corpus or {})}
+        data = source.load(self.vocab, train_config.val_frac)  # compact ids; memory-mapped for CorpusFiles
+        self.corpus = {**(corpus or {}), **data.info}
+        # Under torchrun each rank trains its own rows of the global batch (distributed.py).
+        self.batcher = self.dist.shard(StreamBatcher.from_ids(data.train_ids, train_config.batch_size,
+                                                              train_config.seq_len, train_config.seed))
+        self.val = val_streams(data.val_ids, train_config.seq_len)
+        self.dist.check_same([str(self.run_dir.resolve()), self.corpus.get("sha256"), len(self.vocab)],
+                             "run folder or corpus")
 
-        ids = encode(text, self.vocab)
-        train_ids, val_ids = split(ids, train_config.val_frac)
-        self.batcher = StreamBatcher.from_ids(train_ids, train_config.batch_size, train_config.seq_len,
-                                              train_config.seed)
-        self.val = val_streams(val_ids, train_config.seq_len)
-
+        check_fits_in_memory(model_config, train_config, self.device)
         seed_everything(train_config.seed)
         self.model = CharRNN(model_config).to(self.device)
+        self.train_model = self.dist.wrap(self.model, train_config.seed)  # DDP under torchrun
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train_config.lr,
                                            weight_decay=train_config.weight_decay)
         self.step = 0
@@ -213,7 +252,7 @@ class Trainer:
         }
 
     def train_state(self) -> dict[str, Any]:
-        hidden = self.hidden
+        hidden = self.dist.gather_rows(self.hidden)  # all B streams, from every rank
         if isinstance(hidden, tuple):
             hidden = [h.detach().cpu() for h in hidden]
         elif hidden is not None:
@@ -227,11 +266,15 @@ class Trainer:
             "hidden": hidden,
             "bad_evals": self.bad_evals,
             "first_loss": self.first_loss,
+            **self.dist.rank_states(_rng_state(self.device)),
         }
 
     def save_last(self) -> None:
-        checkpoint.save(self.run_dir / checkpoint.LAST, self.model, self.meta(), self.train_state())
-        checkpoint.write_meta(self.run_dir, self.meta())
+        state = self.train_state()  # under torchrun this gathers from every rank: all ranks call it
+        self.extra_meta.update(self.dist.describe(self.model))
+        if self.dist.is_main:
+            checkpoint.save(self.run_dir / checkpoint.LAST, self.model, self.meta(), state)
+            checkpoint.write_meta(self.run_dir, self.meta())
 
     def restore(self, ckpt: checkpoint.Checkpoint) -> None:
         """Continue a run exactly: weights, optimizer, RNG, data position, carried state, history."""
@@ -251,11 +294,10 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.index = int(state["index"])
         hidden = state.get("hidden")
-        if hidden:
-            tensors = [h.to(self.device) for h in hidden]
+        # A different batch size lays the text out differently: then the state starts afresh.
+        if hidden and hidden[0].shape[1] == self.cfg.batch_size:
+            tensors = [self.dist.local_rows(h).to(self.device) for h in hidden]  # this rank's streams
             self.hidden = tuple(tensors) if self.model_config.model == "lstm" else tensors[0]
-            if tensors[0].shape[1] != self.cfg.batch_size:
-                self.hidden = None  # a different batch size lays the text out differently
         self.bad_evals = int(state.get("bad_evals", 0))
         self.first_loss = state.get("first_loss")
         self.elapsed = float(meta.get("elapsed", 0.0))
@@ -266,8 +308,9 @@ class Trainer:
         if meta.get("corpus", {}).get("sha256") not in (None, self.corpus["sha256"]):
             self.log({"event": "warning", "message": "the corpus changed since this run was saved; "
                       "continuing at the same position in the new text"})
-        _set_rng_state(state.get("rng", {}), self.device)
-        self._truncate_metrics(self.step)
+        _set_rng_state(self.dist.rng_state_for_me(state), self.device)
+        if self.dist.is_main:
+            self._truncate_metrics(self.step)
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop metric rows logged after the checkpoint we resume from (they were lost with it)."""
@@ -309,7 +352,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with autocast(self.device, self.precision):
-            logits, hidden = self.model(x, self.hidden if cfg.stateful else None)
+            logits, hidden = self.train_model(x, self.hidden if cfg.stateful else None)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -320,7 +363,7 @@ class Trainer:
         self.index += 1
         self._lr = lr
         self._grad_norm = grad_norm
-        return loss.item()
+        return self.dist.mean(loss.item())  # under torchrun: the whole global batch's loss
 
     def _check_loss(self, loss: float) -> None:
         if self.first_loss is None:
@@ -342,7 +385,11 @@ class Trainer:
 
     def _evaluate_and_save(self, train_loss: float | None) -> bool:
         """Full validation pass; keep the best checkpoint. Returns True if patience ran out."""
-        val_loss = evaluate(self.model, self.val, self.device, self.precision)
+        val_loss = self.dist.evaluate(evaluate, self.model, self.val, self.device, self.precision)
+        if not math.isfinite(val_loss):  # the last update broke the weights: never save them
+            kept = self.run_dir / checkpoint.BEST
+            where = f"; the last good checkpoint is kept at {kept}" if kept.exists() else ""
+            raise CharRNNError(f"validation loss became {val_loss} at step {self.step}; try a lower --lr{where}")
         h = self.history
         h["step"].append(self.step)
         h["epoch"].append(round(self.epoch + self.index / self.batcher.windows_per_epoch, 4))
@@ -353,7 +400,8 @@ class Trainer:
         improved = self.best_val_loss is None or val_loss < self.best_val_loss
         if improved:
             self.best_val_loss, self.best_step, self.bad_evals = val_loss, self.step, 0
-            checkpoint.save(self.run_dir / checkpoint.BEST, self.model, self.meta())
+            if self.dist.is_main:
+                checkpoint.save(self.run_dir / checkpoint.BEST, self.model, self.meta())
         else:
             self.bad_evals += 1
         self.save_last()
@@ -366,6 +414,8 @@ class Trainer:
         return self.cfg.patience is not None and self.bad_evals >= self.cfg.patience
 
     def _plot(self) -> None:
+        if not self.dist.is_main:
+            return
         try:
             from .plots import plot_losses
 
@@ -379,6 +429,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CharRNNError(f"cannot create run folder {self.run_dir}: {exc.strerror or exc}") from None
+        checkpoint.remove_stale_temp_files(self.run_dir)  # half-written files of a killed run
         self.model.train()
         stop = _StopFlag()
         start_elapsed = self.elapsed
@@ -388,20 +439,23 @@ class Trainer:
         chars_per_step = cfg.batch_size * cfg.seq_len
         log_t, log_step = time.perf_counter(), self.step
         reason = "max_steps"
-        metrics = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        metrics = open(self.run_dir / "metrics.jsonl" if self.dist.is_main else os.devnull, "a", encoding="utf-8")
         self.log({"event": "start", "run_dir": str(self.run_dir), "device": str(self.device),
                   "precision": self.precision, "params": sum(p.numel() for p in self.model.parameters()),
                   "model_config": self.model_config.to_dict(), "train_config": cfg.to_dict(),
                   "vocab_size": len(self.vocab), "windows_per_epoch": self.batcher.windows_per_epoch,
-                  "resumed_at": self.step})
+                  "resumed_at": self.step, "world_size": self.dist.world_size})
         try:
             with stop.installed():
                 while True:
                     if cfg.max_steps is not None and self.step >= cfg.max_steps:
                         reason = "max_steps"
                         break
-                    # Stop early enough that the final evaluation still fits in the budget.
-                    if cfg.time_budget is not None and self.elapsed + last_eval_cost >= cfg.time_budget:
+                    # Stop early enough that the final evaluation still fits in the budget; under
+                    # torchrun all processes take this decision (and a signal's) together.
+                    over_budget = cfg.time_budget is not None and self.elapsed + last_eval_cost >= cfg.time_budget
+                    over_budget, stop.signal = self.dist.agree_to_stop(over_budget, stop.signal)
+                    if over_budget:
                         reason = "time_budget"
                         break
                     if stop.signal:
@@ -423,6 +477,8 @@ class Trainer:
                                   "time_left": self._time_left(rate), "best_val_loss": self.best_val_loss,
                                   "done_frac": self._done_frac(),
                                   "grad_norm": float(self._grad_norm)})
+                    if cfg.sample_interval and cfg.sample_length and self.step % cfg.sample_interval == 0:
+                        self.log({"event": "sample", "step": self.step, "sample": self._sample_text()})
                     if self.step % cfg.eval_interval == 0:
                         e0 = time.perf_counter()
                         metrics.flush()
@@ -467,25 +523,28 @@ class Trainer:
         return min(left) if left else None
 
 
-def train(text: str, run_dir: str | os.PathLike, model_config: ModelConfig | None = None,
+def train(text: str | CorpusSource, run_dir: str | os.PathLike, model_config: ModelConfig | None = None,
           train_config: TrainConfig | None = None, *, corpus: dict[str, Any] | None = None,
           log: Log | None = None) -> TrainResult:
-    """Train a new model on `text` into `run_dir` (created; an existing run there is replaced)."""
+    """Train a new model on `text` into `run_dir` (created; an existing run there is replaced).
+
+    `text` may also be a `CorpusFiles` (files / a directory, memory-mapped) or an `EncodedCorpus`.
+    """
     trainer = Trainer(text, run_dir, model_config or ModelConfig(), train_config or TrainConfig(),
                       corpus=corpus, log=log)
     metrics = Path(run_dir) / "metrics.jsonl"
-    if metrics.exists():
+    if trainer.dist.is_main and metrics.exists():
         metrics.unlink()
     return trainer.run()
 
 
-def resume(text: str, run_dir: str | os.PathLike, *, log: Log | None = None,
+def resume(text: str | CorpusSource, run_dir: str | os.PathLike, *, log: Log | None = None,
            **overrides: Any) -> TrainResult:
     """Continue the run in `run_dir` exactly where it stopped; `overrides` change train-config limits."""
     ckpt = checkpoint.load(run_dir, prefer=checkpoint.LAST)
     if ckpt.path.name != checkpoint.LAST:
         raise CharRNNError(f"{run_dir} has no {checkpoint.LAST} to resume from")
-    unknown = ckpt.vocab.unknown(text)
+    unknown = ckpt.vocab.unknown(as_source(text).chars())
     if unknown:
         raise CharRNNError(f"the corpus does not match the run's vocabulary (it adds {unknown[:10]}); "
                            "resume needs the same text; use --init-from to fine-tune on a new one")
@@ -496,7 +555,7 @@ def resume(text: str, run_dir: str | os.PathLike, *, log: Log | None = None,
     return trainer.run()
 
 
-def fine_tune(text: str, run_dir: str | os.PathLike, init_from: str | os.PathLike,
+def fine_tune(text: str | CorpusSource, run_dir: str | os.PathLike, init_from: str | os.PathLike,
               train_config: TrainConfig, *, dropout: float | None = None, corpus: dict[str, Any] | None = None,
               log: Log | None = None) -> TrainResult:
     """Start a new run on `text` from the weights of `init_from`.
@@ -505,7 +564,7 @@ def fine_tune(text: str, run_dir: str | os.PathLike, init_from: str | os.PathLik
     freshly initialised embedding and head rows.
     """
     source = checkpoint.load(init_from)
-    vocab = source.vocab.extend(text)
+    vocab = source.vocab.extend(as_source(text).chars())
     old = source.model_config
     model_config = ModelConfig.from_dict({**old.to_dict(), "vocab_size": len(vocab),
                                           **({"dropout": dropout} if dropout is not None else {})})
@@ -516,7 +575,7 @@ def fine_tune(text: str, run_dir: str | os.PathLike, init_from: str | os.PathLik
         _copy_rows(source.model.state_dict(), new_state, n_old)
     trainer.extra_meta["init_from"] = str(source.path)
     metrics = Path(run_dir) / "metrics.jsonl"
-    if metrics.exists():
+    if trainer.dist.is_main and metrics.exists():
         metrics.unlink()
     return trainer.run()
 
