@@ -166,6 +166,8 @@ def validate_meta(meta: Any, where: str = "checkpoint") -> tuple[ModelConfig, Vo
     chars = meta.get("vocab")
     if not isinstance(chars, list) or not all(isinstance(c, str) for c in chars):
         raise CharRNNError(f"{where}: vocabulary is missing or not a list of characters")
+    if any("\ud800" <= c <= "\udfff" for c in chars):
+        raise CharRNNError(f"{where}: vocabulary holds lone surrogates, which are not text characters")
     try:
         vocab = Vocab(chars)
     except CharRNNError as exc:
@@ -209,14 +211,126 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", prefer: st
     if isinstance(meta, dict):
         meta = {**meta, "format_version": version}
     model_config, vocab = validate_meta(meta, str(file))
+    # Compare the weights with the shapes the metadata implies on a storage-less "meta" model
+    # first: metadata claiming a huge model must not make us allocate it.
+    with torch.device("meta"):
+        skeleton = CharRNN(model_config)
+    _check_state_dict(payload["model"], skeleton, file)
+    train_state = payload.get("train_state")
+    if train_state is not None:
+        _check_train_state(train_state, meta, skeleton, file)
     model = CharRNN(model_config)
-    _check_state_dict(payload["model"], model, file)
     model.load_state_dict(payload["model"], strict=True)
     model.to(device).eval()
-    train_state = payload.get("train_state")
-    if train_state is not None and not isinstance(train_state, dict):
-        raise CharRNNError(f"{file}: training state is malformed")
     return Checkpoint(model=model, vocab=vocab, meta=meta, path=file, train_state=train_state)
+
+
+_HISTORY_KEYS = ("step", "epoch", "time", "train_loss", "val_loss", "lr")
+
+
+def _is_int(value: Any, low: int = 0, high: int = 1 << 62) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value < high
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_train_state(state: Any, meta: dict[str, Any], model: CharRNN, where: Path) -> None:
+    """A resumable checkpoint's training state and bookkeeping, checked before a resume uses them.
+
+    `model` may live on the meta device: only shapes are read.
+    """
+    def bad(what: str) -> CharRNNError:
+        return CharRNNError(f"{where}: training state is malformed ({what}); resume from another "
+                            "checkpoint or start a new run")
+
+    if not isinstance(state, dict):
+        raise bad("not a mapping")
+    for key in ("step", "epoch", "index"):
+        if not _is_int(state.get(key)):
+            raise bad(f"{key} must be a non-negative integer")
+    if not _is_int(state.get("bad_evals", 0)):
+        raise bad("bad_evals must be a non-negative integer")
+    first_loss = state.get("first_loss")
+    if first_loss is not None and not _is_number(first_loss):
+        raise bad("first_loss must be a finite number")
+    rng = state.get("rng", {})
+    if not isinstance(rng, dict):
+        raise bad("rng must be a mapping")
+    cpu_rng = rng.get("torch")
+    if cpu_rng is not None and not (isinstance(cpu_rng, torch.Tensor) and cpu_rng.dtype == torch.uint8
+                                    and cpu_rng.shape == torch.get_rng_state().shape):
+        raise bad("the CPU random state has the wrong size or type")
+    hidden = state.get("hidden")
+    if hidden is not None:
+        config = model.config
+        count = 2 if config.model == "lstm" else 1
+        if not isinstance(hidden, list) or len(hidden) != count or not all(isinstance(h, torch.Tensor) for h in hidden):
+            raise bad(f"hidden must be a list of {count} tensor(s)")
+        shape = tuple(hidden[0].shape)
+        if (len(shape) != 3 or shape[0] != config.num_layers or shape[2] != config.hidden_size or shape[1] < 1
+                or any(tuple(h.shape) != shape for h in hidden)):
+            raise bad(f"hidden state has shape {shape}, expected ({config.num_layers}, batch, {config.hidden_size})")
+        if not all(h.is_floating_point() and bool(torch.isfinite(h).all()) for h in hidden):
+            raise bad("hidden state is not finite floating-point data")
+    _check_optimizer_state(state.get("optimizer"), model, bad)
+    if not isinstance(meta.get("train_config"), dict):
+        raise bad("train_config is missing")
+    history = meta.get("history")
+    if (not isinstance(history, dict) or not all(isinstance(history.get(k), list) for k in _HISTORY_KEYS)
+            or len({len(history[k]) for k in _HISTORY_KEYS}) != 1
+            or not all(_is_int(s) for s in history["step"])):
+        raise bad("history must hold equally long lists " + ", ".join(_HISTORY_KEYS))
+    for key in ("train_loss", "val_loss", "lr", "time", "epoch"):
+        if not all(v is None or _is_number(v) for v in history[key]):
+            raise bad(f"history {key} must hold numbers")
+    if not _is_number(meta.get("elapsed", 0.0)):
+        raise bad("elapsed must be a finite number")
+    if meta.get("best_val_loss") is not None and not _is_number(meta["best_val_loss"]):
+        raise bad("best_val_loss must be a finite number")
+    if meta.get("best_step") is not None and not _is_int(meta["best_step"]):
+        raise bad("best_step must be a non-negative integer")
+    if not isinstance(meta.get("corpus", {}), dict) or not isinstance(meta.get("created", ""), str):
+        raise bad("corpus or created has the wrong type")
+
+
+def _check_optimizer_state(optimizer: Any, model: CharRNN, bad: Callable[[str], CharRNNError]) -> None:
+    """Adam-style state: one group over all parameters; per-parameter tensors shaped like them."""
+    if not isinstance(optimizer, dict):
+        raise bad("optimizer state is missing")
+    groups, per_param = optimizer.get("param_groups"), optimizer.get("state")
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups) or not isinstance(per_param, dict):
+        raise bad("optimizer state has the wrong layout")
+    shapes = [tuple(p.shape) for p in model.parameters()]
+    ids = [i for g in groups for i in (g.get("params") if isinstance(g.get("params"), list) else [None])]
+    if not all(_is_int(i) for i in ids) or sorted(ids) != list(range(len(shapes))):
+        raise bad("optimizer state does not cover the model's parameters")
+    for key, entry in per_param.items():
+        if not _is_int(key, 0, len(shapes)) or not isinstance(entry, dict):
+            raise bad("optimizer state refers to unknown parameters")
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and tuple(value.shape) != shapes[key]:
+                raise bad(f"optimizer {name} of parameter {key} has shape {tuple(value.shape)}, expected {shapes[key]}")
+            if isinstance(value, torch.Tensor) and not bool(torch.isfinite(value).all()):
+                raise bad(f"optimizer {name} of parameter {key} is not finite")
+
+
+def remove_stale_temp_files(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of writes a kill interrupted (`.NAME.*.tmp` beside the files).
+
+    Only call this from the one process that writes the run: a live writer's file looks the same.
+    """
+    removed = []
+    run_dir = Path(run_dir)
+    for name in (BEST, LAST, META, "metrics.jsonl"):
+        for tmp in run_dir.glob(f".{name}.*.tmp"):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass
+    return removed
 
 
 def read_meta(run_dir: str | os.PathLike) -> dict[str, Any]:

@@ -91,6 +91,20 @@ def batchify(ids: np.ndarray | torch.Tensor, batch_size: int) -> torch.Tensor:
     return ids[: length * batch_size].view(batch_size, length)
 
 
+def _sizes_that_fit(n: int, batch_size: int, seq_len: int) -> str:
+    """Suggest options under which `n` training characters fill one batch (each needs B x (T+1))."""
+    options = []
+    if n // (seq_len + 1) >= 1:
+        options.append(f"--batch-size {n // (seq_len + 1)}")
+    if n // batch_size - 1 >= 1:
+        options.append(f"--seq-len {n // batch_size - 1}")
+    if not options and n >= 2:
+        options.append(f"--batch-size 1 --seq-len {min(n - 1, seq_len)}")
+    if not options:
+        return "use a longer text"
+    return "try " + " or ".join(options) + ", or a longer text"
+
+
 @dataclass
 class StreamBatcher:
     """(x, y) windows over contiguous streams for stateful truncated BPTT.
@@ -109,12 +123,9 @@ class StreamBatcher:
     def from_ids(cls, ids: np.ndarray, batch_size: int, seq_len: int, seed: int = 0) -> StreamBatcher:
         need = batch_size * (seq_len + 1)
         if len(ids) < need:
-            fit_batch = max(len(ids) // (seq_len + 1), 0)
-            fit_seq = max(len(ids) // batch_size - 1, 0)
             raise CharRNNError(
                 f"training text has {len(ids)} characters, too few for one batch of "
-                f"{batch_size} x {seq_len + 1}; try --batch-size {max(fit_batch, 1)} "
-                f"or --seq-len {max(fit_seq, 1)}, or a longer text"
+                f"{batch_size} x {seq_len + 1}; {_sizes_that_fit(len(ids), batch_size, seq_len)}"
             )
         return cls(batchify(ids, batch_size), seq_len, seed)
 
