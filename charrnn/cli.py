@@ -17,6 +17,9 @@ from .config import PRESETS, ModelConfig, TrainConfig, parse_duration
 from .errors import CharRNNError
 
 CHECKPOINT_ROOT = "checkpoints"
+# `train` stopped by a signal saves everything, then exits with the shell's code for that signal
+# (128 + signal number), so scripts can tell "finished" (0) from "stopped early, resumable".
+STOP_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
 
 class _Group(click.Group):
@@ -35,6 +38,9 @@ class _Group(click.Group):
             ctx.exit(130)
         except MemoryError:
             raise click.ClickException("out of memory; try a smaller --batch-size or model") from None
+        except OSError as exc:  # the file system refused (disk full, permissions, I/O): say what and where
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -216,6 +222,10 @@ def _summary(result: Any) -> None:
                f"({result.best_val_bits:.3f} bits/char) at step {result.best_step}, "
                f"{result.step} steps in {_fmt_time(result.elapsed)}; saved in {result.run_dir}/", err=True)
     click.echo(f"sample it: charrnn sample -c {result.run_dir} -t 0.5", err=True)
+    if result.stop_reason in STOP_EXIT_CODES:
+        click.echo(f"stopped by {result.stop_reason}; continue with: charrnn train TEXT --resume {result.run_dir}",
+                   err=True)
+        click.get_current_context().exit(STOP_EXIT_CODES[result.stop_reason])
 
 
 # ----------------------------------------------------------------------------------------------
