@@ -12,6 +12,6 @@ def test_train_speed_benchmark_runs_in_smoke_mode():
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["trainer"] > 0 and report["bare_before"] > 0 and report["bare_after"] > 0
-    assert report["ratio"] == round(report["trainer"] / ((report["bare_before"] + report["bare_after"]) / 2), 3) \
-        or abs(report["ratio"] - report["trainer"] / ((report["bare_before"] + report["bare_after"]) / 2)) < 0.01
+    baseline = (report["bare_before"] + report["bare_after"]) / 2
+    assert abs(report["ratio"] - report["trainer"] / baseline) < 0.01
     assert report["evaluations"] >= 1  # the trainer run pays for its evaluations
