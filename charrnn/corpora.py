@@ -3,16 +3,27 @@
 `get()` copies from a local mirror folder when one is given (`--mirror` or CHARRNN_DATA_MIRROR),
 else downloads. Either way the bytes are hashed and checked before they are renamed into place,
 so a wrong or partial download never leaves a file behind.
+
+Tiny Shakespeare exists publicly as one file and is downloaded as is. The Paul Graham essays exist
+publicly only as one file per essay (the GitHub repository rafaelmarino/paul_graham_corpus), so
+`get("paulgraham")` downloads that repository's archive at a pinned commit, cleans and joins the
+essays in memory (`paulgraham_from_archive`) and checks the sha256 of the result.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import os
+import re
 import shutil
+import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +40,115 @@ class Corpus:
     url: str
     sha256: str
     description: str
+    # None: `url` is the corpus itself. Otherwise `url` is an archive, and this turns the downloaded
+    # archive (a local path) into the corpus bytes.
+    build: Callable[[Path], bytes] | None = None
+
+
+# ----------------------------------------------------------------------------------------------
+# Paul Graham essays, built from their public source
+
+PAULGRAHAM_REPO = "rafaelmarino/paul_graham_corpus"
+PAULGRAHAM_COMMIT = "6742ddcea3265f5e4eafea1af3beb7ce4a8b87c2"  # 2021-03-28: 197 essays + 2 book chapters
+# One request for the whole repository (a few MB) rather than ~200 for the essay files. GitHub does not
+# promise byte-identical archives over time, so only the corpus built from it is checked, not the archive.
+PAULGRAHAM_ARCHIVE_URL = f"https://codeload.github.com/{PAULGRAHAM_REPO}/tar.gz/{PAULGRAHAM_COMMIT}"
+
+# The site's banners, which the scraper kept at the start of many essays ("Watch how ..." links to an
+# Etherpad replay of the writing).
+_BANNERS = re.compile(r"Want to start a startup\?\s+Get funded by\s+Y Combinator\."
+                      r"|Watch how this essay was written(?:\s+on\s+Etherpad)?\.")
+# Page-source comments (drafts, cut text, notes) that a browser never shows; some run to pages.
+_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+# Whole lines (after stripping) that are page furniture, not essay text: the comment link, the heading
+# of a list of links whose link texts were lost, and three lines listing translations.
+_DROPPED_LINES = frozenset({
+    "Comment on this essay.",
+    "Related:",
+    "Japanese Translation",
+    "Japanese Translation, Spanish Translation, Chinese Translation",
+    "Some Technical DetailsJapanese TranslationMicrosoft finally agreesGates Email",
+})
+_INDEX = "csv/full_df.csv"  # one row per essay, newest first, as on paulgraham.com/articles.html
+_MAX_MEMBER_BYTES = 16 << 20  # the largest essay is ~75 kB; anything huge is not this repository
+_MAX_DOWNLOAD_BYTES = 256 << 20
+
+
+def clean_essay(raw: str) -> str:
+    """One essay file of the source repository as corpus text: paragraphs separated by one blank line.
+
+    Drops HTML comments, the site banners and the page-furniture lines above, turns NBSP into a space,
+    strips each line and collapses runs of blank lines.
+    """
+    text = _BANNERS.sub("", _HTML_COMMENT.sub("", raw))
+    lines: list[str] = []
+    # splitlines, not split("\n"): think.txt and ace.txt keep the HTML source's hard line breaks, but not
+    # as "\n" (apparently "\r"); paulgraham.txt has them as line breaks.
+    for line in text.splitlines():
+        line = line.replace("\xa0", " ").strip()
+        if line in _DROPPED_LINES or (not line and (not lines or not lines[-1])):
+            continue
+        lines.append(line)
+    while lines and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines)
+
+
+def essay_index(index_csv: str) -> list[tuple[str, str]]:
+    """(title, essay file stem) for each essay row of the repository's csv/full_df.csv, in order.
+
+    The two "Chapter N of Ansi Common Lisp" rows link off-site (and are mostly Lisp code); they are left out.
+    """
+    reader = csv.DictReader(io.StringIO(index_csv))
+    if not reader.fieldnames or not {"title", "partial_link"} <= set(reader.fieldnames):
+        raise CharRNNError(f"{_INDEX} has no title and partial_link columns")
+    essays = []
+    for row in reader:
+        link = row["partial_link"] or ""
+        if "://" in link:
+            continue
+        stem = link.removesuffix(".html")
+        if not stem or "/" in stem or "\\" in stem or stem.startswith("."):
+            raise CharRNNError(f"{_INDEX} links to an unexpected page {link!r}")
+        essays.append(((row["title"] or "").strip(), stem))
+    return essays
+
+
+def assemble_essays(index_csv: str, read_essay: Callable[[str], str]) -> str:
+    """The corpus text: for each essay of the index, its title, a blank line and its cleaned body;
+    essays separated by two blank lines; one final newline. `read_essay(stem)` returns txt/<stem>.txt."""
+    essays = [f"{title}\n\n{clean_essay(read_essay(stem))}" for title, stem in essay_index(index_csv)]
+    return "\n\n\n".join(essays) + "\n"
+
+
+def paulgraham_from_archive(archive: Path) -> bytes:
+    """Build paulgraham.txt (UTF-8 bytes) from a tar(.gz) of the paul_graham_corpus repository."""
+    files: dict[str, bytes] = {}
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            # Read only the csv and txt/*.txt members, by name below the archive's top folder; nothing
+            # is extracted to disk.
+            for member in tar:
+                _, _, inner = member.name.partition("/")
+                if not member.isfile() or not (inner == _INDEX or re.fullmatch(r"txt/[^/]+\.txt", inner)):
+                    continue
+                if member.size > _MAX_MEMBER_BYTES:
+                    raise CharRNNError(f"{member.name} is {member.size:,} bytes; not an essay")
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    files[inner] = handle.read()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise CharRNNError(f"not a readable tar archive ({exc})") from None
+
+    def text_of(inner: str) -> str:
+        if inner not in files:
+            raise CharRNNError(f"the archive has no {inner}; is it the {PAULGRAHAM_REPO} repository?")
+        try:
+            return files[inner].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CharRNNError(f"{inner} is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+    return assemble_essays(text_of(_INDEX), lambda stem: text_of(f"txt/{stem}.txt")).encode("utf-8")
 
 
 CORPORA: dict[str, Corpus] = {
@@ -41,13 +161,16 @@ CORPORA: dict[str, Corpus] = {
     ),
     "paulgraham": Corpus(
         "paulgraham", "paulgraham.txt", "paulgraham.txt",
-        # The essays exist publicly only as one file per essay (rafaelmarino/paul_graham_corpus,
-        # txt/); the cleaned single file is assembled offline. Set CHARRNN_PAULGRAHAM_URL to a copy.
-        os.environ.get("CHARRNN_PAULGRAHAM_URL", ""),
+        PAULGRAHAM_ARCHIVE_URL,
         "0b30f06b669523ba2d57be3b12309d24c64eae6c76d3718eb132840325926899",
-        "197 Paul Graham essays (2.6 MB, 98 characters), cleaned",
+        f"197 Paul Graham essays (2.6 MB, 98 characters), cleaned, from {PAULGRAHAM_REPO}",
+        build=paulgraham_from_archive,
     ),
 }
+
+
+# ----------------------------------------------------------------------------------------------
+# fetching
 
 
 def hint_for_missing(path: Path) -> str:
@@ -86,21 +209,57 @@ def _copy_verified(read_into, dest: Path, sha256: str, source: str) -> None:
         raise
 
 
+def _fetch_into(url: str, f, timeout: float) -> None:
+    """Copy the body at `url` into the open binary file `f`; one-line CharRNNError on any failure."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            copied = 0
+            for block in iter(lambda: response.read(1 << 20), b""):
+                copied += len(block)
+                if copied > _MAX_DOWNLOAD_BYTES:
+                    raise CharRNNError(f"download of {url} stopped: more than {_MAX_DOWNLOAD_BYTES >> 20} MiB")
+                f.write(block)
+    except CharRNNError:
+        raise
+    except urllib.error.HTTPError as exc:
+        raise CharRNNError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:  # no connection: name lookup, refused, unreachable
+        raise CharRNNError(f"download of {url} failed: {exc.reason} "
+                           f"(offline? --mirror DIR or ${MIRROR_ENV} copies from a local folder)") from None
+    except (OSError, ValueError) as exc:  # a timeout or reset mid-way, a malformed address, a full disk
+        raise CharRNNError(f"download of {url} failed: {exc}") from None
+
+
 def download(url: str, dest: str | os.PathLike, sha256: str, timeout: float = 60.0) -> Path:
     """Download `url` to `dest`, verifying `sha256`; no partial file is left on any failure."""
     dest = Path(dest)
+    _copy_verified(lambda f: _fetch_into(url, f, timeout), dest, sha256, url)
+    return dest
 
-    def read_into(f) -> None:
+
+def download_and_build(url: str, dest: str | os.PathLike, sha256: str, build: Callable[[Path], bytes],
+                       timeout: float = 60.0) -> Path:
+    """Download the archive at `url`, turn it into corpus bytes with `build`, verify `sha256`, place at `dest`.
+
+    The archive lives in a temp file beside `dest` and is removed whatever happens; a corpus that does
+    not match the hash is never saved.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, archive = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".download", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            _fetch_into(url, f, timeout)
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                shutil.copyfileobj(response, f, 1 << 20)
-        except urllib.error.HTTPError as exc:
-            raise CharRNNError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise CharRNNError(f"download of {url} failed: {reason}") from None
-
-    _copy_verified(read_into, dest, sha256, url)
+            corpus = build(Path(archive))
+        except CharRNNError as exc:
+            raise CharRNNError(f"{url}: {exc}") from None
+        _copy_verified(lambda f: f.write(corpus), dest, sha256, f"corpus built from {url}")
+    finally:
+        try:
+            os.unlink(archive)
+        except OSError:
+            pass
     return dest
 
 
@@ -123,7 +282,8 @@ def get(name: str, data_dir: str | os.PathLike = "data", mirror: str | os.PathLi
     """Put the named corpus at data_dir/<name>.txt and return its path.
 
     An existing file with the right hash is kept. `mirror` (default: $CHARRNN_DATA_MIRROR) is a
-    folder to copy from instead of downloading; `url` overrides the public location.
+    folder to copy from instead of downloading; `url` overrides the public location (for a corpus
+    that is built, the location of the source archive).
     """
     if name not in CORPORA:
         raise CharRNNError(f"unknown corpus {name!r}; known: {', '.join(sorted(CORPORA))}")
@@ -135,7 +295,6 @@ def get(name: str, data_dir: str | os.PathLike = "data", mirror: str | os.PathLi
     if mirror:
         return copy_from_mirror(mirror, corpus, dest)
     source = url or corpus.url
-    if not source:
-        raise CharRNNError(f"{name} has no single public file to download; pass --mirror DIR "
-                           f"(a folder holding {corpus.mirror_name}) or set CHARRNN_PAULGRAHAM_URL")
-    return download(source, dest, corpus.sha256)
+    if corpus.build is None:
+        return download(source, dest, corpus.sha256)
+    return download_and_build(source, dest, corpus.sha256, corpus.build)
