@@ -552,14 +552,14 @@ def stream(model: CharRNN, vocab: Vocab, length: int, *, prime: str = "", decodi
 def generate(model: CharRNN, vocab: Vocab, length: int, *, prime: str = "", temperature: float = 1.0,
              greedy: bool = False, seed: int = 0, unknown: str = "error", top_k: int | None = None,
              top_p: float | None = None, epsilon: float = 0.0, repetition_penalty: float = 1.0,
-             stop: Sequence[str] = (), on_text: Callable[[str], None] | None = None) -> str:
+             repetition_window: int = 20, stop: Sequence[str] = (), on_text: Callable[[str], None] | None = None) -> str:
     """Generate up to `length` characters after `prime` (not included in the result).
 
     `greedy` (or temperature 0) takes the most likely character each step. The same seed gives the
     same text. `on_text` receives each character as it is produced, for streaming.
     """
     decoding = Decoding(temperature=temperature, greedy=greedy, top_k=top_k, top_p=top_p, epsilon=epsilon,
-                        repetition_penalty=repetition_penalty)
+                        repetition_penalty=repetition_penalty, repetition_window=repetition_window)
     callback = None if on_text is None else (lambda step, chars: on_text(chars[0]))
     return generate_batch(model, vocab, length, num_samples=1, prime=prime, decoding=decoding, seed=seed,
                           stop=stop, unknown=unknown, on_step=callback)[0].text

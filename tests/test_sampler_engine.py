@@ -1,0 +1,61 @@
+"""The inference step engines give the torch model's logits and states, step after step."""
+
+import numpy as np
+import pytest
+import torch
+
+from charrnn.config import ModelConfig
+from charrnn.engine import NumpyEngine, TorchEngine, make_engine
+from charrnn.model import CharRNN
+
+
+def random_model(kind, layers, hidden=9, vocab=11, embed=6, tie=False):
+    torch.manual_seed(layers * 7 + len(kind))
+    config = ModelConfig(vocab_size=vocab, model=kind, embed_dim=hidden if tie else embed, hidden_size=hidden,
+                         num_layers=layers, dropout=0.0, tie_weights=tie)
+    model = CharRNN(config).eval()
+    for p in model.parameters():
+        p.data.normal_(0.0, 0.5)  # large weights: saturating gates exercise every nonlinearity
+    return model
+
+
+@pytest.mark.parametrize("engine_class", [NumpyEngine, TorchEngine])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_engine_steps_equal_the_torch_model(engine_class, kind, layers, batch):
+    model = random_model(kind, layers)
+    ids = torch.randint(0, 11, (batch, 25), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        _, start = model(ids[:, :5])  # a non-zero starting state, as after a prime
+        expected, end = model(ids[:, 5:], start)
+    engine = engine_class(model, batch)
+    engine.set_hidden(start)
+    got = np.stack([engine.step(ids[:, t].numpy()).copy() for t in range(5, 25)], axis=1)
+    torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-5, atol=1e-5)
+    hidden = engine.get_hidden()
+    for a, b in zip(hidden if kind == "lstm" else (hidden,), end if kind == "lstm" else (end,), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_tied_weights_and_row_selection():
+    model = random_model("lstm", 2, hidden=8, tie=True)
+    engine = NumpyEngine(model, 3)
+    engine.set_hidden(model.init_hidden(1))  # batch 1 state broadcast to every row
+    first = engine.step(np.array([1, 2, 3])).copy()
+    engine.select(np.array([2, 2, 0]))  # reorder with a repeat, as beam search does
+    after = engine.step(np.array([4, 5, 6])).copy()
+    with torch.no_grad():
+        ref_first, hidden = model(torch.tensor([[1], [2], [3]]))
+        hidden = tuple(h[:, [2, 2, 0]] for h in hidden)
+        ref_after, _ = model(torch.tensor([[4], [5], [6]]), hidden)
+    torch.testing.assert_close(torch.from_numpy(first), ref_first[:, 0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.from_numpy(after), ref_after[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_make_engine_picks_numpy_on_cpu():
+    model = random_model("gru", 1)
+    assert isinstance(make_engine(model, 2), NumpyEngine)
+    assert isinstance(make_engine(model, 2, backend="torch"), TorchEngine)
+    with pytest.raises(ValueError):
+        make_engine(model, 2, backend="jax")
