@@ -75,3 +75,117 @@ def plot_losses(history: dict[str, list], out: str | os.PathLike,
     plt.close(fig)
     os.replace(tmp, out)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Temperature sweep figures (data: the `summary` rows of charrnn.sweep, plain dicts)
+
+_SWEEP_COLORS = {"mean": "tab:blue", "greedy": "tab:red"}
+
+
+def _save_png_svg(fig: Any, out: str | os.PathLike, dpi: int = 100) -> tuple[Path, Path]:
+    """Write `fig` as <out>.png and <out>.svg, each through a temporary file and a rename."""
+    plt = _pyplot()
+    base = Path(out)
+    base = base.with_suffix("") if base.suffix in (".png", ".svg") else base
+    written = []
+    for ext in ("png", "svg"):
+        path = base.with_name(f"{base.name}.{ext}")
+        tmp = path.with_name(f".{path.name}.tmp.{ext}")
+        fig.savefig(tmp, dpi=dpi, metadata={"Date": None} if ext == "svg" else None)
+        os.replace(tmp, path)
+        written.append(path)
+    plt.close(fig)
+    return written[0], written[1]
+
+
+def _sweep_axis(ax: Any, summary: list[dict[str, Any]], key: str, *, color: str = "tab:blue",
+                label: str | None = None, percent: bool = False) -> None:
+    """One metric against temperature: mean line, min-max band, greedy as a star at T=0."""
+    scale = 100.0 if percent else 1.0
+    sampled = [r for r in summary if not r["greedy"]]
+    if sampled:
+        xs = [r["temperature"] for r in sampled]
+        stats = [r["metrics"][key] for r in sampled]
+        ax.fill_between(xs, [s["min"] * scale for s in stats], [s["max"] * scale for s in stats],
+                        color=color, alpha=0.18, lw=0)
+        ax.plot(xs, [s["mean"] * scale for s in stats], "o-", color=color, ms=3.5, lw=1.5, label=label)
+    for r in summary:
+        if r["greedy"]:
+            ax.plot([0.0], [r["metrics"][key]["mean"] * scale], "*", color=_SWEEP_COLORS["greedy"], ms=10,
+                    label="greedy" if label is None else None, zorder=5)
+    ax.set_xlim(left=-0.05)
+    ax.grid(alpha=0.3)
+
+
+def plot_sweep(summary: list[dict[str, Any]], out: str | os.PathLike, *, metrics: list[dict[str, Any]],
+               title: str = "Temperature sweep", subtitle: str = "") -> tuple[Path, Path]:
+    """Each sweep metric against temperature with its spread, on one figure (PNG and SVG)."""
+    plt = _pyplot()
+    cols = 3
+    rows = max(1, math.ceil(len(metrics) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), constrained_layout=True, squeeze=False)
+    for ax, info in zip(axes.flat, metrics, strict=False):
+        percent = info["unit"].startswith("share")
+        _sweep_axis(ax, summary, info["key"], percent=percent)
+        ax.set_title(info["title"], fontsize=9.5)
+        ax.set_xlabel("softmax temperature T (greedy at T=0)", fontsize=8)
+        ax.set_ylabel(f"{info['unit']}{' (%)' if percent else ''}", fontsize=8)
+        ax.tick_params(labelsize=8)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.set_visible(False)
+    handles = [plt.Line2D([], [], color="tab:blue", marker="o", ms=3.5, label="mean over samples"),
+               plt.matplotlib.patches.Patch(color="tab:blue", alpha=0.18, label="min to max"),
+               plt.Line2D([], [], color=_SWEEP_COLORS["greedy"], marker="*", ls="", ms=10, label="greedy (argmax)")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=11)
+    return _save_png_svg(fig, out)
+
+
+def _wrap_excerpt(text: str, width: int, max_lines: int) -> str:
+    import textwrap
+
+    lines: list[str] = []
+    for line in text.replace("\t", " ").split("\n"):
+        lines.extend(textwrap.wrap(line, width, drop_whitespace=False, replace_whitespace=False) or [""])
+    lines = lines[-max_lines:]
+    return "\n".join(lines)
+
+
+def plot_spectrum(summary: list[dict[str, Any]], excerpts: dict[str, str], out: str | os.PathLike, *,
+                  title: str = "From repetitive to chaotic", subtitle: str = "") -> tuple[Path, Path]:
+    """The spectrum: repetition and invention against temperature beside sample excerpts (PNG and SVG)."""
+    plt = _pyplot()
+    fig = plt.figure(figsize=(13, 7.2), constrained_layout=True)
+    grid = fig.add_gridspec(len(excerpts) or 1, 2, width_ratios=[1.0, 1.35])
+    half = max(1, len(excerpts) // 2)
+    rep = fig.add_subplot(grid[:half, 0])
+    inv = fig.add_subplot(grid[half:, 0], sharex=rep)
+    _sweep_axis(rep, summary, "repeated_ngram_share", color="tab:blue", label="repeated 8-grams", percent=True)
+    _sweep_axis(rep, summary, "copied_ngram_share", color="tab:green", label="10-grams copied from training text",
+                percent=True)
+    rep.set_title("Repetition and copying fall as T rises", fontsize=10)
+    rep.set_ylabel("share of the sample's n-grams (%)", fontsize=8.5)
+    rep.legend(fontsize=7.5, loc="upper right")
+    _sweep_axis(inv, summary, "invented_word_share", color="tab:orange", label="invented words", percent=True)
+    inv.set_title("Invented words rise as T rises", fontsize=10)
+    inv.set_ylabel("words not in the training text (%)", fontsize=8.5)
+    inv.set_xlabel("softmax temperature T (greedy plotted at T=0)", fontsize=8.5)
+    inv.legend(fontsize=7.5, loc="upper left")
+    by_setting = {r["setting"]: r for r in summary}
+    for i, (setting, text) in enumerate(excerpts.items()):
+        ax = fig.add_subplot(grid[i, 1])
+        ax.set_axis_off()
+        row = by_setting.get(setting)
+        facts = ""
+        if row is not None:
+            m = row["metrics"]
+            loop = row["loop_periods"][0] if row["loop_periods"] else 0
+            facts = (f"   invented {m['invented_word_share']['mean']:.0%}, repeated 8-grams "
+                     f"{m['repeated_ngram_share']['mean']:.0%}" + (f", loops with period {loop}" if loop else ""))
+        ax.set_title(f"{setting}{facts}", loc="left", fontsize=9, fontweight="bold")
+        ax.text(0.0, 1.0, _wrap_excerpt(text, 92, 6), family="monospace", fontsize=7.6, va="top", ha="left",
+                transform=ax.transAxes,
+                bbox={"boxstyle": "round,pad=0.5", "facecolor": "#f6f6f2", "edgecolor": "#cccccc"})
+    fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=11)
+    return _save_png_svg(fig, out)
