@@ -20,7 +20,6 @@ import os
 import pickle
 import tempfile
 import warnings
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,7 +132,21 @@ def resolve_path(path: str | os.PathLike, prefer: str = BEST) -> Path:
     return path
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes zip archives
+
+
 def _read(path: Path) -> Any:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except FileNotFoundError:
+        raise CharRNNError(f"checkpoint {path} does not exist") from None
+    except OSError as exc:
+        raise CharRNNError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not head:
+        raise CharRNNError(f"{path} is empty, not a checkpoint")
+    if head != _ZIP_MAGIC and not head.startswith(b"\x80"):  # neither a torch zip nor a binary pickle
+        raise CharRNNError(f"{path} is not a charrnn checkpoint (not a file torch.save wrote)")
     try:
         # The single place the project unpickles anything: weights_only refuses every object
         # that is not plain data or a tensor, so a crafted checkpoint cannot run code.
@@ -143,10 +156,13 @@ def _read(path: Path) -> Any:
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
         raise CharRNNError(f"refusing {path}: it holds Python objects, not plain checkpoint data ({first[:160]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError, AttributeError) as exc:
-        lines = str(exc).strip().splitlines()
-        reason = lines[0][:160] if lines else type(exc).__name__
-        raise CharRNNError(f"{path} is not a readable charrnn checkpoint (truncated or corrupt?): {reason}") from None
+    except Exception as exc:  # the reader fails in many ways on damaged bytes (OSError, RuntimeError, IndexError...)
+        if isinstance(exc, OSError):
+            reason = "the file ends early or is damaged"
+        else:
+            lines = str(exc).strip().splitlines()
+            reason = lines[0].split(". ")[0][:160] if lines else type(exc).__name__
+        raise CharRNNError(f"{path} is not a readable charrnn checkpoint: truncated or corrupt ({reason})") from None
 
 
 def validate_meta(meta: Any, where: str = "checkpoint") -> tuple[ModelConfig, Vocab]:

@@ -342,8 +342,9 @@ def sample(checkpoint: Path | None, device: str, prime: str | None, prime_file: 
 def _stream_one(ckpt: Any, length: int, echo: str, prime: str, settings: Any, seed: int, stops: list[str],
                 unknown: str) -> None:
     """Write each character as it is made; nothing is kept, so any length runs in constant memory."""
-    from .sample import stream
+    from .sample import prime_ids, stream
 
+    prime_ids(ckpt.vocab, prime, unknown)  # refuse a bad prime before echoing it: the error is its own line
     out = sys.stdout
     flush_each = out.isatty()
     out.write(echo)

@@ -68,8 +68,8 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def zygote():
-    with Zygote() as z:
+def zygote(tmp_path_factory):
+    with Zygote(tmp_path_factory.mktemp("zygote-cache")) as z:
         yield z
 
 

@@ -94,8 +94,10 @@ def one_thread():
 class Zygote:
     """Forks real `charrnn` CLI processes on demand (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache_dir: Path | None = None) -> None:
         env = child_env()
+        if cache_dir is not None:  # encoded-corpus cache of the children: never the user's home
+            env["CHARRNN_CACHE_DIR"] = str(cache_dir)
         self.proc = subprocess.Popen([sys.executable, "-c", _ZYGOTE], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=env)
         assert self._read() == "ready"

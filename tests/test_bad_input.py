@@ -1,0 +1,229 @@
+"""Every bad input gets one clear line and a non-zero exit, never a traceback, for every command.
+
+One small run is trained once for the module; each case then costs a CLI call. Cases that need a
+file set it up by name (see `_prepare`). Fragments are what the user needs to read in the line.
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import io
+import os
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from charrnn import checkpoint, config
+from charrnn.cli import main
+
+TRAIN_FAST = ["--embed-dim", "8", "--hidden-size", "16", "--num-layers", "1", "--batch-size", "4",
+              "--seq-len", "16", "--max-steps", "4", "--eval-interval", "2", "--device", "cpu",
+              "--sample-length", "0", "--precision", "fp32"]
+
+
+def invoke(args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_one_line_error(result, fragments):
+    output = result.output
+    assert result.exit_code not in (0, None), output
+    assert "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1, output
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """A folder with a trained run, its corpus and a collection of broken files."""
+    from conftest import VERSE
+
+    root = tmp_path_factory.mktemp("bad-input")
+    text = root / "play.txt"
+    text.write_text(VERSE * 36, encoding="utf-8")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CHARRNN_CACHE_DIR", str(root / "cache"))
+        result = invoke(["train", text, "--out", root / "run", *TRAIN_FAST])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def _prepare(root, setup, monkeypatch):
+    run = root / "run"
+    if setup == "dir":
+        (root / "adir").mkdir(exist_ok=True)
+    elif setup == "emptydir":
+        (root / "emptydir").mkdir(exist_ok=True)
+    elif setup == "empty":
+        (root / "empty.txt").write_bytes(b"")
+    elif setup == "latin":
+        (root / "latin.txt").write_bytes("señor, ¿qué tal?\n".encode("latin-1") * 50)
+    elif setup == "binary":
+        (root / "blob.bin").write_bytes(bytes(range(256)) * 4)
+    elif setup == "short":
+        (root / "short.txt").write_text("too short\n")
+    elif setup == "unreadable":
+        path = root / "secret.txt"
+        path.write_text("a perfectly good text\n" * 100)
+        if os.geteuid() != 0:
+            path.chmod(0)
+        else:  # root reads anything: refuse the way the kernel would for anyone else
+            real_open = builtins.open
+
+            def guarded(file, *args, **kwargs):
+                if isinstance(file, (str, os.PathLike)) and os.fspath(file) == str(path):
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+                return real_open(file, *args, **kwargs)
+
+            monkeypatch.setattr(builtins, "open", guarded)
+            monkeypatch.setattr(io, "open", guarded)
+    elif setup == "other-alphabet":
+        (root / "other.txt").write_text((root / "play.txt").read_text(encoding="utf-8") + "XYZ{}|~" * 10,
+                                        encoding="utf-8")
+    elif setup == "vocab-limit":
+        monkeypatch.setattr(config, "MAX_VOCAB_SIZE", 20)
+    elif setup in ("corrupt", "truncated", "newer", "textfile", "no-last"):
+        data = (run / "best.pt").read_bytes()
+        if setup == "corrupt":
+            (root / "corrupt.pt").write_bytes(data[:100] + bytes(len(data) - 200) + data[-100:])
+        elif setup == "truncated":
+            (root / "truncated.pt").write_bytes(data[: len(data) // 3])
+        elif setup == "newer":
+            payload = torch.load(run / "best.pt", weights_only=True)
+            payload["format_version"] = checkpoint.FORMAT_VERSION + 1
+            newer = root / "newer"
+            newer.mkdir(exist_ok=True)
+            torch.save(payload, newer / "best.pt")
+            payload = torch.load(run / "last.pt", weights_only=True)
+            payload["format_version"] = checkpoint.FORMAT_VERSION + 1
+            torch.save(payload, newer / "last.pt")
+        elif setup == "textfile":
+            (root / "notes.pt").write_text("these are my notes, not a model\n")
+        else:
+            only_best = root / "only-best"
+            only_best.mkdir(exist_ok=True)
+            (only_best / "best.pt").write_bytes(data)
+
+
+CUDA = torch.cuda.is_available()
+
+CASES = [
+    # --- train: the corpus
+    ("train", None, ["train", "{root}/missing.txt"], ["missing.txt", "no such file"]),
+    ("train", "unreadable", ["train", "{root}/secret.txt"], ["secret.txt", "ermission denied"]),
+    ("train", "emptydir", ["train", "{root}/emptydir"], ["emptydir"]),
+    ("train", "empty", ["train", "{root}/empty.txt"], ["empty.txt", "is empty"]),
+    ("train", "binary", ["train", "{root}/blob.bin"], ["blob.bin", "binary"]),
+    ("train", "latin", ["train", "{root}/latin.txt"], ["not valid utf-8", "offset", "--encoding"]),
+    ("train", "latin", ["train", "{root}/latin.txt", "--encoding", "klingon"], ["unknown encoding", "klingon"]),
+    ("train", "short", ["train", "{root}/short.txt", *TRAIN_FAST], ["9 characters", "too few for one batch of 4 x 17", "try --seq-len 1"]),
+    ("train", None, ["train", "{root}/play.txt", "--batch-size", "512", "--seq-len", "100", "--max-steps", "1"],
+     ["too few for one batch", "try --batch-size", "--seq-len"]),
+    ("train", "vocab-limit", ["train", "{root}/play.txt", *TRAIN_FAST], ["over the model limit of 20"]),
+    # --- train: sizes and lengths
+    ("train", None, ["train", "{root}/play.txt", "--seq-len", "0"], ["--seq-len", "0"]),
+    ("train", None, ["train", "{root}/play.txt", "--batch-size", "-4"], ["--batch-size", "-4"]),
+    ("train", None, ["train", "{root}/play.txt", "--max-steps", "0"], ["--max-steps", "0"]),
+    ("train", None, ["train", "{root}/play.txt", "--seq-len", "99999999"], ["--seq-len", "99999999"]),
+    ("train", None, ["train", "{root}/play.txt", "--hidden-size", "65536", "--num-layers", "64", "--max-steps", "1"],
+     ["GiB", "smaller --hidden-size"]),
+    ("train", None, ["train", "{root}/play.txt", "--time-budget", "0s"], ["duration must be positive"]),
+    ("train", None, ["train", "{root}/play.txt", "--time-budget", "soon"], ["cannot read duration"]),
+    ("train", None, ["train", "{root}/play.txt", "--lr", "0"], ["--lr"]),
+    ("train", None, ["train", "{root}/play.txt", "--dropout", "1"], ["--dropout"]),
+    ("train", None, ["train", "{root}/play.txt", "--tie-weights", "--embed-dim", "8", "--hidden-size", "16",
+                     "--max-steps", "1"], ["tie_weights", "embed_dim == hidden_size"]),
+    # --- train: devices
+    ("train", None, ["train", "{root}/play.txt", "--device", "tpu"], ["unknown device 'tpu'"]),
+    ("train", None, ["train", "{root}/play.txt", "--device", "cuda:99"], ["cuda:99"]),
+    # --- train: runs, resume, fine-tuning
+    ("train", None, ["train", "{root}/play.txt", "--out", "{root}/run", *TRAIN_FAST], ["already holds a run", "--resume"]),
+    ("train", None, ["train", "{root}/play.txt", "--resume", "{root}/nowhere"], ["nowhere", "does not exist"]),
+    ("train", "no-last", ["train", "{root}/play.txt", "--resume", "{root}/only-best"], ["no last.pt"]),
+    ("train", "other-alphabet", ["train", "{root}/other.txt", "--resume", "{root}/run", "--max-steps", "8"],
+     ["does not match", "'X'", "--init-from"]),
+    ("train", None, ["train", "{root}/play.txt", "--resume", "{root}/run", "--hidden-size", "64"],
+     ["takes no --init-from or model options"]),
+    ("train", "newer", ["train", "{root}/play.txt", "--resume", "{root}/newer"], ["newer than this charrnn", "upgrade"]),
+    ("train", "truncated", ["train", "{root}/play.txt", "--resume", "{root}/truncated.pt"],
+     ["truncated or corrupt"]),
+    ("train", None, ["train", "{root}/play.txt", "--init-from", "{root}/nowhere", *TRAIN_FAST, "--out", "{root}/ft"],
+     ["nowhere", "does not exist"]),
+    # --- sample: checkpoints
+    ("sample", None, ["sample", "-c", "{root}/nowhere"], ["nowhere", "does not exist"]),
+    ("sample", "emptydir", ["sample", "-c", "{root}/emptydir"], ["holds no checkpoint"]),
+    ("sample", "corrupt", ["sample", "-c", "{root}/corrupt.pt"], ["corrupt.pt"]),
+    ("sample", "truncated", ["sample", "-c", "{root}/truncated.pt"], ["truncated or corrupt"]),
+    ("sample", "textfile", ["sample", "-c", "{root}/notes.pt"], ["notes.pt", "not a charrnn checkpoint"]),
+    ("sample", "newer", ["sample", "-c", "{root}/newer"], ["checkpoint format 2", "newer than this charrnn"]),
+    # --- sample: prime
+    ("sample", None, ["sample", "-c", "{root}/run", "--prime", "Zebra@"], ["2 character(s)", "'@'", "'Z'", "--unknown skip"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--prime-file", "{root}/nowhere.txt"], ["nowhere.txt"]),
+    ("sample", "binary", ["sample", "-c", "{root}/run", "--prime-file", "{root}/blob.bin"], ["blob.bin"]),
+    # --- sample: decoding options
+    ("sample", None, ["sample", "-c", "{root}/run", "-t", "-1"], ["-1"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "-t", "nan"], ["nan"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "-t", "inf"], ["inf"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--top-k", "0"], ["top-k", "0"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--top-k", "-3"], ["top-k", "-3"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--top-p", "0"], ["top-p", "0"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--top-p", "1.5"], ["top-p", "1.5"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--top-p", "-0.2"], ["top-p", "-0.2"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--top-p", "nan"], ["top-p", "nan"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--epsilon", "2"], ["epsilon", "2"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--repetition-penalty", "0.5"], ["repetition", "0.5"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "-n", "-5"], ["-5"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "-n", "1000000000000"], ["1000000000000"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--num-samples", "0"], ["0"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--beam", "0"], ["beam", "0"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--device", "tpu"], ["unknown device 'tpu'"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--seed", "-1"], ["--seed"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--no-such-option"], ["--no-such-option"]),
+    # --- inspect, score, sweep, data
+    ("inspect", None, ["inspect", "-c", "{root}/run", "--top-k", "0"], ["top-k", "0"]),
+    ("inspect", None, ["inspect", "-c", "{root}/run", "--prime", "Zq"], ["'Z'", "--unknown skip"]),
+    ("inspect", None, ["inspect", "-c", "{root}/truncated.pt"], ["truncated"]),
+    ("score", None, ["score", "-c", "{root}/run", "{root}/missing.txt"], ["missing.txt"]),
+    ("score", "latin", ["score", "-c", "{root}/run", "{root}/latin.txt"], ["not valid utf-8", "--encoding"]),
+    ("score", "empty", ["score", "-c", "{root}/run", "{root}/empty.txt"], ["empty"]),
+    ("score", "other-alphabet", ["score", "-c", "{root}/run", "{root}/other.txt"], ["'X'", "--unknown skip"]),
+    ("score", "corrupt", ["score", "-c", "{root}/corrupt.pt", "{root}/play.txt"], ["corrupt.pt"]),
+    ("sweep", None, ["sweep", "-c", "{root}/run", "--temperatures", "hot,cold", "--out", "{root}/sw"], ["hot"]),
+    ("sweep", None, ["sweep", "-c", "{root}/run", "--temperatures", "-1", "--out", "{root}/sw"], ["-1"]),
+    ("sweep", None, ["sweep", "-c", "{root}/run", "--length", "0", "--out", "{root}/sw"], ["--length"]),
+    ("sweep", "truncated", ["sweep", "-c", "{root}/truncated.pt", "--out", "{root}/sw"], ["truncated"]),
+    ("data", None, ["data", "get", "wikipedia"], ["unknown corpus"]),
+    ("data", None, ["data", "get", "shakespeare", "--mirror", "{root}/no-mirror", "--data-dir", "{root}/d"],
+     ["no-mirror"]),
+]
+
+
+@pytest.mark.parametrize("command, setup, args, fragments", CASES,
+                         ids=[f"{c[0]}-{i}-{c[1] or '-'}" for i, c in enumerate(CASES)])
+def test_bad_input_gives_one_clear_line_and_a_nonzero_exit(work, monkeypatch, command, setup, args, fragments):
+    if "cuda" in " ".join(args) and CUDA:
+        pytest.skip("this machine has CUDA")
+    monkeypatch.chdir(work)
+    _prepare(work, setup, monkeypatch)
+    result = invoke([a.replace("{root}", str(work)) for a in args])
+    assert_one_line_error(result, [f.replace("{root}", str(work)) for f in fragments])
+
+
+def test_the_documented_ways_out_of_those_errors_work(work, monkeypatch):
+    """The hints the errors give lead somewhere: --unknown skip, greedy temperature 0."""
+    monkeypatch.chdir(work)
+    skipped = invoke(["sample", "-c", work / "run", "--prime", "Zebra@", "--unknown", "skip", "-n", "5", "--seed", "1"])
+    assert skipped.exit_code == 0, skipped.output
+    greedy = invoke(["sample", "-c", work / "run", "-t", "0", "-n", "5"])
+    assert greedy.exit_code == 0, greedy.output
+
+
+def test_no_run_anywhere_says_how_to_make_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    line = assert_one_line_error(invoke(["sample"]), ["no trained run found", "charrnn train"])
+    assert "--checkpoint" in line
