@@ -5,9 +5,11 @@ torch is imported inside the commands, so `charrnn --help` answers instantly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,10 +99,13 @@ class _Progress:
             budget = f", time budget {_fmt_time(t['time_budget'])}" if t["time_budget"] else ""
             steps = f", max {t['max_steps']} steps" if t["max_steps"] else ""
             resumed = f", resuming at step {event['resumed_at']}" if event["resumed_at"] else ""
+            procs = f" x {event['world_size']} processes" if event.get("world_size", 1) > 1 else ""
             click.echo(f"{m['num_layers']}x{m['hidden_size']} {m['model'].upper()} "
                        f"({event['params'] / 1e6:.2f}M params, vocab {event['vocab_size']}) on "
-                       f"{event['device']} ({event['precision']}), batch {t['batch_size']} x seq {t['seq_len']}"
+                       f"{event['device']}{procs} ({event['precision']}), batch {t['batch_size']} x seq {t['seq_len']}"
                        f"{budget}{steps}{resumed} -> {event['run_dir']}", err=True)
+        elif kind == "corpus":  # preparing the memory-mapped id file (corpus_cache)
+            click.echo(event["message"], err=True)
         elif kind == "step":
             now = time.monotonic()
             if not self.tty and now - self.last_print < 10:
@@ -133,7 +138,7 @@ def _runs_dir_for(text_file: str) -> Path:
 
 
 @main.command()
-@click.argument("text_file")
+@click.argument("text_files", nargs=-1, required=True, metavar="TEXT...")
 @click.option("--preset", type=click.Choice(["auto", *PRESETS]), default="auto", show_default=True,
               help="Named configuration (see README); every flag below overrides it. "
                    "auto: gpu on CUDA, else by --time-budget (quick <= 5m, cpu10 <= 20m, cpu30).")
@@ -164,36 +169,67 @@ def _runs_dir_for(text_file: str) -> Path:
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Seed for initialisation and dropout.  [default: 1337]")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run folder.  [default: checkpoints/<corpus name>]")
 @click.option("--resume", "resume_run", type=click.Path(path_type=Path), default=None, help="Continue the run in this folder exactly where it stopped.")
-@click.option("--init-from", type=click.Path(path_type=Path), default=None, help="Start from a trained run's weights (fine-tuning on TEXT_FILE).")
-@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of TEXT_FILE.")
+@click.option("--init-from", type=click.Path(path_type=Path), default=None, help="Start from a trained run's weights (fine-tuning on TEXT).")
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus files.")
+@click.option("--separator", default="\\n\\n", show_default=True, help="Joins consecutive files of a corpus (escapes \\n \\t \\\\ understood).")
+@click.option("--val-split", type=click.Choice(["per-file", "end"]), default="per-file", show_default=True, help="Validation from the end of each file, or from the end of the joined text.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where encoded corpora are kept.  [default: $CHARRNN_CACHE_DIR, else ~/.cache/charrnn]")
+@click.option("--ddp", is_flag=True, help="Insist on a multi-process run (started by torchrun --nproc_per_node N -m charrnn train ...); under torchrun DDP is used with or without it.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the final summary.")
-def train(text_file: str, preset: str, out: Path | None, resume_run: Path | None, init_from: Path | None,
-          encoding: str, quiet: bool, **flags: Any) -> None:
-    """Train a model on TEXT_FILE (UTF-8 text) and keep its best checkpoint."""
-    from . import train as training
-    from .data import read_text
+def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run: Path | None, init_from: Path | None,
+          encoding: str, separator: str, val_split: str, cache_dir: Path | None, ddp: bool, quiet: bool,
+          **flags: Any) -> None:
+    """Train a model on TEXT and keep its best checkpoint.
 
-    text = read_text(text_file, encoding=encoding)
-    corpus = {"path": str(Path(text_file).resolve()), "name": Path(text_file).name}
+    TEXT is a UTF-8 text file, several files, a directory (every text file in it, recursively) or a
+    glob; files are joined with --separator and encoded once into a memory-mapped cache. Launched by
+    torchrun (torchrun --nproc_per_node N -m charrnn train ...) it trains on N processes with DDP.
+    """
+    from . import train as training
+    from .corpus_cache import CorpusFiles, parse_separator, run_name
+    from .distributed import is_main_process, launched_by_torchrun
+
+    if ddp and not launched_by_torchrun():
+        raise CharRNNError("--ddp needs several processes: launch with torchrun --nproc_per_node N -m charrnn train ...")
+    main_process = is_main_process()  # under torchrun only rank 0 prints
+    progress = _Progress(quiet or not main_process)
+    text = CorpusFiles.from_paths(text_files, encoding=encoding, separator=parse_separator(separator),
+                                  val_split=val_split, cache_dir=cache_dir, log=progress if main_process else None)
+    corpus: dict[str, Any] = {"path": str(Path(text_files[0]).resolve()), "name": Path(text_files[0]).name}
+    if len(text_files) > 1:
+        corpus["inputs"] = [str(Path(p).resolve()) for p in text_files]
     flags = {k: v for k, v in flags.items() if v is not None}
     model_keys = {f for f in ModelConfig.__dataclass_fields__} - {"vocab_size"}
     model_flags = {k: v for k, v in flags.items() if k in model_keys}
     train_flags = {k: v for k, v in flags.items() if k not in model_keys}
-    progress = _Progress(quiet)
     if resume_run is not None:
         if init_from is not None or model_flags:
             raise CharRNNError("--resume continues a run as it was; it takes no --init-from or model options")
-        result = training.resume(text, resume_run, log=progress, **train_flags)
+        with _process_group():
+            result = training.resume(text, resume_run, log=progress, **train_flags)
     else:
         model_config, train_config = _configs(preset, model_flags, train_flags)
-        run_dir = out or _runs_dir_for(text_file)
+        run_dir = out or _runs_dir_for(run_name(text_files))
         _refuse_overwrite(run_dir, explicit=out is not None)
-        if init_from is not None:
-            result = training.fine_tune(text, run_dir, init_from, train_config,
-                                        dropout=model_flags.get("dropout"), corpus=corpus, log=progress)
-        else:
-            result = training.train(text, run_dir, model_config, train_config, corpus=corpus, log=progress)
-    _summary(result)
+        with _process_group():
+            if init_from is not None:
+                result = training.fine_tune(text, run_dir, init_from, train_config,
+                                            dropout=model_flags.get("dropout"), corpus=corpus, log=progress)
+            else:
+                result = training.train(text, run_dir, model_config, train_config, corpus=corpus, log=progress)
+    if main_process:
+        _summary(result)
+
+
+@contextlib.contextmanager
+def _process_group() -> Iterator[None]:
+    """Under torchrun the trainer joins the process group; leave it when training ends."""
+    from .distributed import shutdown
+
+    try:
+        yield
+    finally:
+        shutdown()
 
 
 def _configs(preset: str, model_flags: dict[str, Any], train_flags: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:

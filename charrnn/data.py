@@ -91,6 +91,26 @@ def batchify(ids: np.ndarray | torch.Tensor, batch_size: int) -> torch.Tensor:
     return ids[: length * batch_size].view(batch_size, length)
 
 
+def stream_rows(ids: np.ndarray | torch.Tensor, batch_size: int) -> np.ndarray:
+    """`batchify` without the int64 copy: a (B, L) view of the compact ids.
+
+    A memory-mapped corpus stays memory-mapped, so a multi-gigabyte id file costs no more memory
+    than the pages training touches; windows are widened to int64 one at a time (`to_long`).
+    """
+    ids = ids.numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
+    length = len(ids) // batch_size
+    if length == 0:
+        raise CharRNNError(f"{len(ids)} characters cannot fill {batch_size} streams")
+    return ids[: length * batch_size].reshape(batch_size, length)
+
+
+def to_long(chunk: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A window of ids (any integer dtype, numpy or torch) as the int64 tensor embeddings take."""
+    if isinstance(chunk, torch.Tensor):
+        return chunk.long()
+    return torch.from_numpy(np.asarray(chunk, dtype=np.int64))
+
+
 def _sizes_that_fit(n: int, batch_size: int, seq_len: int) -> str:
     """Suggest options under which `n` training characters fill one batch (each needs B x (T+1))."""
     options = []
@@ -115,7 +135,7 @@ class StreamBatcher:
     data is therefore just `(epoch, index)`, which is all a resume needs.
     """
 
-    streams: torch.Tensor  # (B, L) int64
+    streams: np.ndarray | torch.Tensor  # (B, L) ids: a view of the corpus (see stream_rows), not a copy
     seq_len: int
     seed: int = 0
 
@@ -127,7 +147,7 @@ class StreamBatcher:
                 f"training text has {len(ids)} characters, too few for one batch of "
                 f"{batch_size} x {seq_len + 1}; {_sizes_that_fit(len(ids), batch_size, seq_len)}"
             )
-        return cls(batchify(ids, batch_size), seq_len, seed)
+        return cls(stream_rows(ids, batch_size), seq_len, seed)
 
     @property
     def batch_size(self) -> int:
@@ -148,5 +168,5 @@ class StreamBatcher:
     def window(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and next-character targets, each (B, T)."""
         start = self.offset(epoch) + index * self.seq_len
-        chunk = self.streams[:, start : start + self.seq_len + 1]
+        chunk = to_long(self.streams[:, start : start + self.seq_len + 1])
         return chunk[:, :-1], chunk[:, 1:]

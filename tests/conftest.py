@@ -36,3 +36,9 @@ def text_file(tmp_path, tiny_text):
     path = tmp_path / "play.txt"
     path.write_text(tiny_text, encoding="utf-8")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _corpus_cache_in_tmp(tmp_path_factory, monkeypatch):
+    """`charrnn train` caches encoded corpora (charrnn.corpus_cache): keep them out of ~/.cache."""
+    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "corpus-cache"))

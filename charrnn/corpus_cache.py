@@ -1,0 +1,563 @@
+"""Corpora of any size: text files in, one compact memory-mapped id file out.
+
+`CorpusFiles` names the text of a corpus (one file, several, a directory walked recursively, or a
+glob) and how its files are joined. On first use it reads them in one streaming pass (vocabulary,
+character counts, content hash) and a second streaming pass writes the ids (uint8/16/32 by
+vocabulary size) into a cache folder; training memory-maps that id file, so the corpus never
+exists as a Python string and memory stays near the id file's size. The cache entry is keyed by
+the files and joining options, checked by size + mtime, re-hashed when those change, and rebuilt
+only when the content did. Concurrent builders (several ranks, several runs) take a file lock.
+
+`EncodedCorpus` is what the trainer consumes: vocabulary + train/val id arrays + a little info for
+the run's metadata. Build one from text (`from_text`) or from ids you already have (`from_ids`).
+
+Joining and validation (also in the README):
+  * files are joined with `separator` (default a blank line, "\\n\\n") between consecutive files;
+    with two or more files its characters are part of the vocabulary;
+  * a directory contributes every regular file below it in sorted path order, skipping hidden
+    names (starting with ".") and files that look binary (a NUL byte in the first 64 KiB);
+  * val_split="per-file" (default): the last `val_frac` of *each* file is validation, so every file
+    is represented; val_split="end": the last `val_frac` of the joined text. One file: the same.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import glob
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .data import encode, id_dtype, split
+from .errors import CharRNNError
+from .vocab import Vocab
+
+CACHE_ENV = "CHARRNN_CACHE_DIR"
+CACHE_FORMAT = 1
+DEFAULT_SEPARATOR = "\n\n"
+VAL_SPLITS = ("per-file", "end")
+BLOCK_BYTES = 4 << 20  # read size: bounds the preparation's working memory to a few tens of MB
+SNIFF_BYTES = 65536  # how much of a file the binary check looks at (as data.read_text does)
+_CODE_POINTS = 0x110000
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+Log = Callable[[dict[str, Any]], None]
+
+
+def default_cache_dir() -> Path:
+    """$CHARRNN_CACHE_DIR, else $XDG_CACHE_HOME/charrnn, else ~/.cache/charrnn."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "charrnn"
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\"}
+
+
+def parse_separator(text: str) -> str:
+    """A separator typed on a command line: backslash escapes \\n, \\t, \\r, \\0 and \\\\ understood."""
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), text)
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------
+# What the trainer consumes
+
+
+class CorpusSource(Protocol):
+    """Anything the trainer can train on: it lists its characters and encodes itself."""
+
+    def chars(self) -> str:
+        """Every distinct character of the corpus (in any order, repeats allowed)."""
+
+    def load(self, vocab: Vocab, val_frac: float) -> EncodedCorpus:
+        """Train/validation ids under `vocab`."""
+
+
+@dataclass
+class EncodedCorpus:
+    """A corpus as ids: `train_ids` and `val_ids` are 1-D uint8/16/32 arrays (often np.memmap)."""
+
+    vocab: Vocab
+    train_ids: np.ndarray
+    val_ids: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)  # chars, sha256, ...: goes into meta.json
+
+    @classmethod
+    def from_text(cls, text: str, vocab: Vocab | None = None, val_frac: float = 0.1) -> EncodedCorpus:
+        """In memory, as `train(text)` always did: the last `val_frac` of the text is validation."""
+        vocab = vocab or Vocab.from_text(text)
+        train_ids, val_ids = split(encode(text, vocab), val_frac)
+        return cls(vocab, train_ids, val_ids, {"chars": len(text), "sha256": _sha256_text(text)})
+
+    @classmethod
+    def from_ids(cls, ids: np.ndarray, vocab: Vocab, val_frac: float = 0.1,
+                 info: dict[str, Any] | None = None) -> EncodedCorpus:
+        """Ids you already have (e.g. an np.memmap of a file you wrote); the last `val_frac` validates.
+
+        The array is used as it is (no copy); ids must be integers in [0, len(vocab)).
+        """
+        ids = np.asarray(ids) if not isinstance(ids, np.ndarray) else ids
+        if ids.ndim != 1 or ids.dtype.kind not in "ui":
+            raise CharRNNError(f"ids must be a 1-D integer array, got {ids.dtype} with shape {ids.shape}")
+        if len(ids) and (int(ids.max()) >= len(vocab) or int(ids.min()) < 0):
+            raise CharRNNError(f"ids must lie in [0, {len(vocab)}) for a vocabulary of {len(vocab)} characters")
+        train_ids, val_ids = split(ids, val_frac)
+        return cls(vocab, train_ids, val_ids, {"chars": len(ids), **(info or {})})
+
+    def chars(self) -> str:
+        return "".join(self.vocab.chars)
+
+    def load(self, vocab: Vocab, val_frac: float) -> EncodedCorpus:
+        """Itself (its own split is kept); under another vocabulary the ids are remapped in memory."""
+        if vocab == self.vocab:
+            return self
+        lacking = vocab.unknown(self.chars())
+        if lacking:
+            raise CharRNNError(f"the corpus has characters the vocabulary lacks: {lacking[:10]}")
+        lut = np.array([vocab.index[c] for c in self.vocab.chars], dtype=id_dtype(len(vocab)))
+        return EncodedCorpus(vocab, lut[self.train_ids], lut[self.val_ids], dict(self.info))
+
+
+@dataclass
+class _TextSource:
+    text: str
+
+    def chars(self) -> str:
+        return self.text
+
+    def load(self, vocab: Vocab, val_frac: float) -> EncodedCorpus:
+        return EncodedCorpus.from_text(self.text, vocab, val_frac)
+
+
+def as_source(corpus: str | CorpusSource) -> CorpusSource:
+    """Text, an EncodedCorpus or CorpusFiles -> something with `chars()` and `load()`."""
+    if isinstance(corpus, str):
+        return _TextSource(corpus)
+    if hasattr(corpus, "chars") and hasattr(corpus, "load"):
+        return corpus
+    raise CharRNNError(f"cannot train on a {type(corpus).__name__}; give text, an EncodedCorpus or CorpusFiles")
+
+
+# ------------------------------------------------------------------------------------------------
+# Finding the files
+
+
+def _is_utf16_or_32(encoding: str) -> bool:
+    return encoding.lower().replace("-", "").replace("_", "").startswith(("utf16", "utf32"))
+
+
+def _looks_binary(path: Path, encoding: str) -> bool:
+    if _is_utf16_or_32(encoding):
+        return False
+    try:
+        with open(path, "rb") as f:
+            return b"\x00" in f.read(SNIFF_BYTES)
+    except OSError:
+        return False  # the read proper will report it
+
+
+def _sort_found(paths: list[Path], encoding: str, files: list[Path], skipped: list[Path]) -> None:
+    """Files found (not named): hidden and empty ones are passed over, binary-looking ones skipped."""
+    for path in paths:
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        try:
+            if path.stat().st_size == 0:
+                continue
+        except OSError:
+            continue
+        (skipped if _looks_binary(path, encoding) else files).append(path)
+
+
+def _walk(root: Path, encoding: str) -> tuple[list[Path], list[Path]]:
+    """Text files below `root` in sorted path order, and the binary-looking ones skipped."""
+    files: list[Path] = []
+    skipped: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        _sort_found([Path(dirpath) / name for name in sorted(filenames)], encoding, files, skipped)
+    return files, skipped
+
+
+def resolve_inputs(paths: Sequence[str | os.PathLike], encoding: str = "utf-8") -> tuple[list[Path], list[Path]]:
+    """Files and directories and globs -> (text files in order, binary files skipped in directories).
+
+    Files named explicitly are kept as given (their problems are reported when read); directories
+    are walked and globs (when no file has that literal name) expanded, in sorted order, passing over
+    hidden and empty files and skipping binary-looking ones.
+    """
+    if not paths:
+        raise CharRNNError("give at least one text file, directory or glob")
+    files: list[Path] = []
+    skipped: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found, skip = _walk(path, encoding)
+            if not found:
+                raise CharRNNError(f"{path} is a directory with no text files in it")
+            files += found
+            skipped += skip
+        elif path.exists():
+            files.append(path)
+        elif _GLOB_CHARS.search(str(raw)):
+            matches = sorted(glob.glob(str(raw), recursive=True))
+            if not matches:
+                raise CharRNNError(f"{raw}: no files match")
+            for match in map(Path, matches):
+                if match.is_dir():
+                    found, skip = _walk(match, encoding)
+                    files += found
+                    skipped += skip
+                else:
+                    _sort_found([match], encoding, files, skipped)
+        else:
+            from .corpora import hint_for_missing
+
+            raise CharRNNError(f"{path}: no such file{hint_for_missing(path)}")
+    seen: set[Path] = set()
+    unique = []
+    for f in files:  # a file named twice (a directory and a glob over it) is read once
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    if not unique:
+        raise CharRNNError(f"no text files in {', '.join(map(str, paths))}")
+    return unique, skipped
+
+
+def run_name(paths: Sequence[str | os.PathLike]) -> str:
+    """A name for the run folder: the file's stem, the directory's name, or a glob's folder."""
+    first = str(paths[0]).rstrip("/\\")
+    if _GLOB_CHARS.search(first) and not Path(first).exists():
+        first = str(Path(first).parent)
+    return Path(first).stem or Path(first).resolve().name or "run"
+
+
+# ------------------------------------------------------------------------------------------------
+# Streaming reads
+
+
+def _code_points(path: Path, encoding: str, hasher: Any = None) -> Iterator[np.ndarray]:
+    """The code points of one file, block by block (uint8 for ASCII blocks, else uint32).
+
+    Same rules and messages as data.read_text: a leading BOM is dropped, NUL bytes mean binary,
+    undecodable bytes are reported with their offset. `hasher` gets the UTF-8 of the decoded text.
+    """
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError:
+        raise CharRNNError(f"unknown encoding {encoding!r}") from None
+    bytewise = codec in ("utf-8", "ascii", "iso8859-1")  # an ASCII block is its own code points
+    decoder = codecs.getincrementaldecoder(codec)()
+    consumed = 0
+    total_chars = 0
+    first = True
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise CharRNNError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    with f:
+        while True:
+            try:
+                block = f.read(BLOCK_BYTES)
+            except OSError as exc:
+                raise CharRNNError(f"{path}: cannot read ({exc.strerror or exc})") from None
+            final = not block
+            if first:
+                if not block:
+                    raise CharRNNError(f"{path} is empty")
+                if b"\x00" in block[:SNIFF_BYTES] and not _is_utf16_or_32(encoding):
+                    raise CharRNNError(f"{path} looks like a binary file (it contains NUL bytes), not text; "
+                                       "if it is UTF-16 text, pass --encoding utf-16")
+                if codec == "utf-8" and block.startswith(codecs.BOM_UTF8):
+                    block = block[3:]
+                    consumed += 3
+            pending = decoder.getstate()[0] if bytewise else b""
+            if bytewise and not pending and block.isascii():
+                cps = np.frombuffer(block, dtype=np.uint8)
+                if hasher is not None:
+                    hasher.update(block)
+            else:
+                try:
+                    text = decoder.decode(block, final=final)
+                except UnicodeDecodeError as exc:
+                    hint = " (pass --encoding, e.g. --encoding latin-1)" if codec == "utf-8" else ""
+                    where = consumed - len(pending) + exc.start
+                    raise CharRNNError(f"{path} is not valid {encoding}: bad byte at offset {where}{hint}") from None
+                if first and text.startswith("\ufeff"):
+                    text = text[1:]  # a BOM is an encoding artefact, not a character of the corpus
+                if hasher is not None and text:
+                    hasher.update(text.encode("utf-8", "surrogatepass"))
+                cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+            first = False
+            consumed += len(block)
+            if len(cps):
+                total_chars += len(cps)
+                yield cps
+            if final:
+                break
+    if total_chars == 0:
+        raise CharRNNError(f"{path} is empty")
+
+
+def _code_points_of(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+# ------------------------------------------------------------------------------------------------
+# The cache
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """One builder per cache entry at a time (ranks of one run, or several runs)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / ".lock", "a+b")
+    except OSError as exc:
+        raise CharRNNError(f"cannot use the corpus cache folder {folder}: {exc.strerror or exc}; "
+                           f"choose another with --cache-dir or ${CACHE_ENV}") from None
+    with handle:
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks here: atomic renames still keep the cache whole
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    from .checkpoint import atomic_write
+
+    text = json.dumps(data, ensure_ascii=False)
+    atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == CACHE_FORMAT else None
+
+
+class CorpusFiles:
+    """The files of a corpus and how they are joined; encodes them once into a cached id file.
+
+    >>> corpus = CorpusFiles.from_paths(["essays/"])      # doctest: +SKIP
+    >>> charrnn.train(corpus, "checkpoints/essays")        # doctest: +SKIP
+    """
+
+    def __init__(self, files: Sequence[str | os.PathLike], *, separator: str = DEFAULT_SEPARATOR,
+                 encoding: str = "utf-8", val_split: str = "per-file",
+                 cache_dir: str | os.PathLike | None = None, skipped: Sequence[Path] = (),
+                 log: Log | None = None):
+        if not files:
+            raise CharRNNError("a corpus needs at least one file")
+        if val_split not in VAL_SPLITS:
+            raise CharRNNError(f"val_split must be one of {', '.join(VAL_SPLITS)}, got {val_split!r}")
+        try:
+            self.encoding = codecs.lookup(encoding).name
+        except LookupError:
+            raise CharRNNError(f"unknown encoding {encoding!r}") from None
+        self.files = [Path(f) for f in files]
+        self.separator = separator
+        self.val_split = val_split
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.skipped = list(skipped)
+        self.log = log or (lambda event: None)
+        self.last_status: str | None = None  # "reused", "rehashed" or "built": what the last load did
+        self._stats: dict[str, Any] | None = None
+
+    @classmethod
+    def from_paths(cls, paths: Sequence[str | os.PathLike], **options: Any) -> CorpusFiles:
+        """Files, directories and globs (see `resolve_inputs`); options as for the constructor."""
+        files, skipped = resolve_inputs(paths, options.get("encoding", "utf-8"))
+        corpus = cls(files, skipped=skipped, **options)
+        if skipped:
+            names = ", ".join(str(p) for p in skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+            corpus.log({"event": "warning", "message": f"skipped {len(skipped)} binary-looking file(s): {names}"})
+        return corpus
+
+    def __repr__(self) -> str:
+        return f"CorpusFiles({len(self.files)} file(s), separator={self.separator!r}, val_split={self.val_split!r})"
+
+    @property
+    def entry(self) -> Path:
+        """This corpus's folder in the cache: named by its files and joining options."""
+        key = json.dumps({"files": [str(f.resolve()) for f in self.files], "separator": self.separator,
+                          "encoding": self.encoding}, ensure_ascii=False)
+        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", self.files[0].stem)[:40] or "corpus"
+        return self.cache_dir / f"{stem}-{digest}"
+
+    def _fingerprint(self) -> list[list[Any]]:
+        out = []
+        for f in self.files:
+            try:
+                st = f.stat()
+            except OSError as exc:
+                raise CharRNNError(f"{f}: cannot read ({exc.strerror or exc})") from None
+            out.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+        return out
+
+    # ----- pass 1: vocabulary, counts, hash -----------------------------------------------------
+    def _scan(self, fingerprint: list[list[Any]]) -> dict[str, Any]:
+        seen = np.zeros(_CODE_POINTS, dtype=bool)
+        hasher = hashlib.sha256()
+        sep_utf8 = self.separator.encode("utf-8")
+        file_chars = []
+        for i, path in enumerate(self.files):
+            if i and self.separator:
+                hasher.update(sep_utf8)
+            n = 0
+            for cps in _code_points(path, self.encoding, hasher):
+                seen[cps] = True
+                n += len(cps)
+            file_chars.append(n)
+        if len(self.files) > 1 and self.separator:
+            seen[_code_points_of(self.separator)] = True
+        chars = [chr(c) for c in np.flatnonzero(seen)]  # sorted by code point, as Vocab.from_text
+        total = sum(file_chars) + len(self.separator) * (len(self.files) - 1)
+        return {"format": CACHE_FORMAT, "files": fingerprint, "file_chars": file_chars, "chars": total,
+                "vocab": chars, "sha256": hasher.hexdigest()}
+
+    def _current_stats(self) -> dict[str, Any]:
+        """Pass 1, unless the cache's record still matches the files' sizes and mtimes."""
+        entry = self.entry
+        fingerprint = self._fingerprint()
+        old = _read_json(entry / "stats.json")
+        if old is not None and old.get("files") == fingerprint:
+            self.last_status = "reused"
+            return old
+        t0 = time.perf_counter()
+        new = self._scan(fingerprint)
+        if old is not None and old.get("sha256") == new["sha256"]:
+            self.last_status = "rehashed"  # touched, not changed: the id files stay valid
+        else:
+            for stale in entry.glob("ids-*"):
+                stale.unlink(missing_ok=True)
+            self.last_status = "built"
+        _write_json(entry / "stats.json", new)
+        self.log({"event": "corpus", "message": f"read {len(self.files)} file(s): {new['chars']:,} characters, "
+                  f"vocabulary {len(new['vocab'])}, in {time.perf_counter() - t0:.1f}s"})
+        return new
+
+    def stats(self) -> dict[str, Any]:
+        """Characters per file, vocabulary and content hash (from the cache when it is current)."""
+        if self._stats is None:
+            with _locked(self.entry):
+                self._stats = self._current_stats()
+        return self._stats
+
+    def chars(self) -> str:
+        return "".join(self.stats()["vocab"])
+
+    # ----- pass 2: the id file -------------------------------------------------------------------
+    def _layout(self, stats: dict[str, Any], val_frac: float) -> tuple[list[int], int, int]:
+        """Characters of each file that go to training, and the train/val lengths."""
+        counts = stats["file_chars"]
+        sep = len(self.separator)
+        if self.val_split == "end":
+            n_train = int(stats["chars"] * (1.0 - val_frac))
+            return [], n_train, stats["chars"] - n_train
+        heads = [int(n * (1.0 - val_frac)) for n in counts]
+        tails = [n - h for n, h in zip(counts, heads, strict=True)]
+        n_train = sum(heads) + sep * max(sum(1 for h in heads if h) - 1, 0)
+        n_val = sum(tails) + sep * max(sum(1 for t in tails if t) - 1, 0)
+        return heads, n_train, n_val
+
+    def _write_ids(self, path: Path, vocab: Vocab, heads: list[int], n_train: int, n_val: int) -> None:
+        """Pass 2: ids written straight to disk, train part first, then validation (atomic rename)."""
+        dtype = id_dtype(len(vocab))
+        lut = np.zeros(_CODE_POINTS, dtype=dtype)
+        lut[np.array([ord(c) for c in vocab.chars], dtype=np.int64)] = np.arange(len(vocab), dtype=dtype)
+        sep_ids = lut[_code_points_of(self.separator)] if self.separator else lut[:0]
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as train_out, open(tmp, "r+b") as val_out:
+                train_out.truncate((n_train + n_val) * dtype.itemsize)
+                val_out.seek(n_train * dtype.itemsize)
+                outs = {"train": train_out, "val": val_out}
+                written = {"train": 0, "val": 0}
+                for i, file in enumerate(self.files):
+                    head = heads[i] if heads else None  # None: "end", the joined text in order
+                    started: set[str] = set()
+                    pos = 0
+                    for cps in _code_points(file, self.encoding):
+                        ids = lut[cps]
+                        cut = len(ids) if head is None else min(max(head - pos, 0), len(ids))
+                        pos += len(ids)
+                        for which, part in (("train", ids[:cut]), ("val", ids[cut:])):
+                            if not len(part):
+                                continue
+                            if which not in started:  # a file's first piece in a stream: separator first
+                                started.add(which)
+                                if written[which]:
+                                    outs[which].write(sep_ids.tobytes())
+                                    written[which] += len(sep_ids)
+                            outs[which].write(part.tobytes())
+                            written[which] += len(part)
+                expected = {"train": n_train, "val": n_val} if heads else {"train": n_train + n_val, "val": 0}
+                if written != expected:
+                    raise CharRNNError(f"the corpus changed while it was being encoded ({len(self.files)} file(s) "
+                                       f"from {self.files[0]}); run again")
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def load(self, vocab: Vocab | None = None, val_frac: float = 0.1) -> EncodedCorpus:
+        """The memory-mapped train/val ids under `vocab` (default: the corpus's own, sorted)."""
+        if not 0.0 < val_frac < 1.0:
+            raise CharRNNError(f"val_frac must be in (0, 1), got {val_frac}")
+        entry = self.entry
+        with _locked(entry):
+            stats = self._stats = self._current_stats()
+            vocab = vocab or Vocab(stats["vocab"])
+            lacking = vocab.unknown("".join(stats["vocab"]))
+            if lacking:
+                raise CharRNNError(f"the corpus has characters the vocabulary lacks: {lacking[:10]}")
+            vocab_digest = hashlib.sha256("".join(vocab.chars).encode("utf-8", "surrogatepass")).hexdigest()[:12]
+            stem = f"ids-{vocab_digest}-{self.val_split}-{val_frac:.6g}"
+            bin_path, meta_path = entry / f"{stem}.bin", entry / f"{stem}.json"
+            dtype = id_dtype(len(vocab))
+            heads, n_train, n_val = self._layout(stats, val_frac)
+            meta = _read_json(meta_path)
+            fresh = (meta is not None and meta.get("sha256") == stats["sha256"] and bin_path.is_file()
+                     and bin_path.stat().st_size == (n_train + n_val) * dtype.itemsize)
+            if not fresh:
+                t0 = time.perf_counter()
+                self._write_ids(bin_path, vocab, heads, n_train, n_val)
+                _write_json(meta_path, {"format": CACHE_FORMAT, "sha256": stats["sha256"], "dtype": dtype.name,
+                                        "n_train": n_train, "n_val": n_val, "val_frac": val_frac,
+                                        "val_split": self.val_split, "vocab": vocab.chars})
+                seconds = time.perf_counter() - t0
+                size = (n_train + n_val) * dtype.itemsize
+                self.log({"event": "corpus", "message": f"encoded {stats['chars']:,} characters into {bin_path} "
+                          f"({size / 1e6:.1f} MB, {dtype.name}) in {seconds:.1f}s"})
+                self.last_status = "built"
+            ids = np.memmap(bin_path, dtype=dtype, mode="r", shape=(n_train + n_val,))
+        info = {"chars": stats["chars"], "sha256": stats["sha256"], "files": len(self.files),
+                "separator": self.separator, "val_split": self.val_split, "id_file": str(bin_path)}
+        return EncodedCorpus(vocab, ids[:n_train], ids[n_train:], info)

@@ -1,0 +1,138 @@
+"""Multi-process training (charrnn.distributed): a real 2-process torchrun run on CPU (gloo),
+plus the sharding and resume rules checked without a process group."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from charrnn import checkpoint
+from charrnn.cli import main
+from charrnn.data import StreamBatcher
+from charrnn.distributed import Distributed
+from charrnn.errors import CharRNNError
+
+VERSE = ("ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n\n"
+         "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo? ¡Ay, señor!\n\n")
+
+FLAGS = ["--embed-dim", "16", "--hidden-size", "32", "--num-layers", "1", "--dropout", "0", "--batch-size", "8",
+         "--seq-len", "16", "--max-steps", "40", "--eval-interval", "20", "--lr", "0.02", "--warmup-steps", "0",
+         "--decay-steps", "60",
+         "--device", "cpu", "--precision", "fp32", "--sample-length", "0", "--seed", "7"]
+
+
+def _torchrun() -> list[str]:
+    script = Path(sys.executable).with_name("torchrun")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "torch.distributed.run"]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    """`torchrun --nproc_per_node 2 -m charrnn train corpus.txt ...` in a fresh folder (no --out)."""
+    work = tmp_path_factory.mktemp("ddp")
+    (work / "corpus.txt").write_text(VERSE * 36, encoding="utf-8")
+    env = {**os.environ, "CHARRNN_CACHE_DIR": str(work / "cache"), "OMP_NUM_THREADS": "1"}
+    cmd = [*_torchrun(), "--standalone", "--nproc_per_node", "2", "-m", "charrnn", "train", "corpus.txt", *FLAGS]
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return work, proc
+
+
+def test_two_processes_train_one_model_into_one_folder(two_process_run):
+    work, proc = two_process_run
+    runs = [p for p in (work / "checkpoints").iterdir()]
+    assert [p.name for p in runs] == ["corpus"]  # both ranks agreed on one run folder
+    run = runs[0]
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == \
+        ["best.pt", "last.pt", "losses.png", "meta.json", "metrics.jsonl"]
+    meta = json.loads((run / "meta.json").read_text(encoding="utf-8"))
+    # Both ranks hashed their own parameters at the last save: DDP kept them identical.
+    job = meta["distributed"]
+    assert job["world_size"] == 2 and job["backend"] == "gloo"
+    assert len(job["param_sha256"]) == 2 and job["param_sha256"][0] == job["param_sha256"][1]
+    val = meta["history"]["val_loss"]
+    assert len(val) == 2 and val[-1] < val[0] - 0.2  # the loss falls
+    # Only rank 0 logs: one summary line, one metrics row per step.
+    assert proc.stderr.count("done (max_steps)") == 1
+    rows = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in rows] == list(range(1, 41))
+    # The checkpoint carries the state of all 8 streams (gathered from both ranks) and both RNGs.
+    state = checkpoint.load(run / "last.pt").train_state
+    assert state["hidden"][0].shape == (1, 8, 32)
+    assert len(state["rank_rng"]) == 2
+
+
+def test_resume_on_one_process_continues_the_two_process_run(two_process_run, tmp_path):
+    work, _ = two_process_run
+    run = tmp_path / "resumed"
+    shutil.copytree(work / "checkpoints" / "corpus", run)
+    corpus = work / "corpus.txt"
+    invoke = CliRunner().invoke
+    resumed = invoke(main, ["train", str(corpus), "--resume", str(run), "--max-steps", "60"], catch_exceptions=False)
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming at step 40" in resumed.output
+    straight = invoke(main, ["train", str(corpus), "--out", str(tmp_path / "straight"), *FLAGS, "--max-steps", "60"],
+                      catch_exceptions=False)
+    assert straight.exit_code == 0, straight.output
+    # Same global batch, data position, carried state and schedule (--decay-steps): with dropout off,
+    # 40 steps on two processes + 20 on one equal 60 on one, up to float rounding.
+    a = checkpoint.load(run / "last.pt").model.state_dict()
+    b = checkpoint.load(tmp_path / "straight" / "last.pt").model.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    assert checkpoint.load(run / "last.pt").meta["step"] == 60
+
+
+def test_ranks_train_disjoint_rows_that_together_are_the_global_batch():
+    ids = np.arange(10_000) % 251
+    whole = StreamBatcher.from_ids(ids, batch_size=8, seq_len=20, seed=1)
+    shards = [Distributed(rank=r, world_size=4).shard(whole) for r in range(4)]
+    for epoch, index in [(0, 0), (0, 5), (3, 2)]:
+        x, y = whole.window(epoch, index)
+        parts = [s.window(epoch, index) for s in shards]
+        assert all(p[0].shape == (2, 20) for p in parts)
+        torch.testing.assert_close(torch.cat([p[0] for p in parts]), x)
+        torch.testing.assert_close(torch.cat([p[1] for p in parts]), y)
+    # no two ranks hold the same stream (the streams are disjoint stretches of the text)
+    starts = [int(s.streams[0, 0]) for s in shards]
+    assert len(set(starts)) == 4
+    assert all(np.shares_memory(s.streams, whole.streams) for s in shards)  # views, not copies
+
+
+def test_batch_must_split_evenly_over_processes():
+    with pytest.raises(CharRNNError, match="multiple of the 3 processes"):
+        Distributed(rank=0, world_size=3).rows(8)
+
+
+def test_hidden_state_rows_and_rng_on_resume():
+    full = torch.arange(2 * 8 * 3, dtype=torch.float32).view(2, 8, 3)
+    second = Distributed(rank=1, world_size=2)
+    assert torch.equal(second.local_rows(full), full[:, 4:])
+    state = {"rng": {"torch": "rank0"}, "rank_rng": [{"torch": "r0"}, {"torch": "r1"}]}
+    assert second.rng_state_for_me(state) == {"torch": "r1"}
+    # a rank that did not exist when the checkpoint was saved keeps its fresh seed
+    assert Distributed(rank=2, world_size=4).rng_state_for_me(state) == {}
+    # a single-process checkpoint resumed on several processes: rank 0 takes the saved state
+    assert Distributed(rank=0, world_size=2).rng_state_for_me({"rng": {"torch": "only"}}) == {"torch": "only"}
+
+
+def test_ddp_flag_without_torchrun_says_how_to_launch(tmp_path, text_file, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    result = CliRunner().invoke(main, ["train", str(text_file), "--ddp", "--out", str(tmp_path / "r")])
+    assert result.exit_code != 0
+    assert "torchrun --nproc_per_node" in result.output and "Traceback" not in result.output
+
+
+def test_world_size_without_a_launcher_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(CharRNNError, match="launch with torchrun"):
+        Distributed.from_env("cpu")
