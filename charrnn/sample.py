@@ -390,6 +390,81 @@ def _plain_step(logits: np.ndarray, temperature: float, u: np.ndarray) -> StepRe
 # generation
 
 
+class _FastChooser:
+    """Plain temperature sampling or greedy for the hot loop: the choice now, the statistics later.
+
+    At batch 1 the model step costs tens of microseconds and every NumPy call about one, so the
+    draw is a handful of calls, and the log-probabilities and entropies are computed for a block
+    of steps at once (from a copy of their logits) instead of a dozen calls per step.
+    """
+
+    MAX_BLOCK_BYTES = 1 << 20
+
+    def __init__(self, decoding: Decoding, vocab_size: int, totals: dict[str, np.ndarray]):
+        self.greedy = decoding.is_greedy
+        self.inv_t = 1.0 if self.greedy else 1.0 / decoding.temperature
+        self.vocab_size = vocab_size
+        self.totals = totals
+        self.rows: np.ndarray | None = None
+        self.k = 0
+
+    def _resize(self, rows: np.ndarray) -> None:
+        n, v = len(rows), self.vocab_size
+        self.rows = rows
+        self.block = max(1, min(64, self.MAX_BLOCK_BYTES // (4 * n * v)))
+        self.logits = np.empty((self.block, n, v), np.float32)
+        self.ids = np.empty((self.block, n), np.intp)
+        self.z = np.empty((n, v), np.float64)
+        self.cdf = np.empty((n, v), np.float64)
+        self.k = 0
+
+    def choose(self, logits: np.ndarray, u: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        if self.rows is None or len(rows) != len(self.rows):
+            self.flush()
+            self._resize(rows)
+        if self.greedy:
+            ids = logits.argmax(axis=1)
+        else:
+            z, cdf = self.z, self.cdf
+            np.multiply(logits, self.inv_t, out=z)
+            z -= z.max(axis=1, keepdims=True)  # finite however small the temperature
+            np.exp(z, out=z)
+            np.cumsum(z, axis=1, out=cdf)
+            if len(cdf) == 1:
+                ids = np.array([min(int(cdf[0].searchsorted(u[0] * cdf[0, -1], "right")), self.vocab_size - 1)])
+            else:
+                ids = np.count_nonzero(cdf <= (u * cdf[:, -1])[:, None], axis=1)
+                np.minimum(ids, self.vocab_size - 1, out=ids)  # only if u * total rounded up to total
+        self.logits[self.k] = logits
+        self.ids[self.k] = ids
+        self.k += 1
+        if self.k == self.block:
+            self.flush()
+        return ids
+
+    def flush(self) -> None:
+        """Add the statistics of the buffered steps to the per-sample totals."""
+        k, rows = self.k, self.rows
+        if not k or rows is None:
+            return
+        self.k = 0
+        x = self.logits[:k].astype(np.float64)  # (k, n, V)
+        ids = self.ids[:k, :, None]
+        x -= x.max(axis=2, keepdims=True)
+        model_logp = np.take_along_axis(x, ids, axis=2)[..., 0] - np.log(np.exp(x).sum(axis=2))
+        t = self.totals
+        t["nll"][rows] -= model_logp.sum(axis=0)
+        t["counts"][rows] += k
+        if self.greedy:
+            return  # the choice was certain: log p = 0 and entropy 0
+        z = x * self.inv_t
+        e = np.exp(z)
+        total = e.sum(axis=2)
+        log_total = np.log(total)
+        t["logprob"][rows] += (np.take_along_axis(z, ids, axis=2)[..., 0] - log_total).sum(axis=0)
+        t["entropy"][rows] += (log_total - (e * z).sum(axis=2) / total).sum(axis=0)
+
+
 class Generation:
     """A batched generation in progress. Iterating yields each step's characters, one per sample
     ("" for a sample that already ended on a stop string).
@@ -416,10 +491,8 @@ class Generation:
         self.seeds = np.array([(seed + i) & 0xFFFFFFFFFFFFFFFF for i in range(n)], dtype=np.uint64)
         self.backend = backend
         self.texts: list[list[str]] = [[] for _ in range(n)]
-        self.logprob = np.zeros(n)
-        self.nll = np.zeros(n)
-        self.entropy = np.zeros(n)
-        self.counts = np.zeros(n, dtype=np.int64)
+        self.totals = {"logprob": np.zeros(n), "nll": np.zeros(n), "entropy": np.zeros(n),
+                       "counts": np.zeros(n, dtype=np.int64)}
         self.stopped = np.zeros(n, dtype=bool)
         self.probs: np.ndarray | None = None  # the last step's sampling distribution (want_probs)
         self.rows = np.arange(n)  # sample index of each engine row still generating
@@ -440,6 +513,9 @@ class Generation:
         draws = _Uniforms(self.seeds, 0)
         exploit = _Uniforms(self.seeds, 1) if decoding.epsilon > 0 and not decoding.is_greedy else None
         penalise = decoding.repetition_penalty != 1.0
+        fast = None
+        if not self.want_probs and not penalise and (decoding.is_plain or decoding.is_greedy):
+            fast = _FastChooser(decoding, len(self.vocab), self.totals)
         window = decoding.repetition_window
         recent = np.zeros((n, len(self.vocab)), dtype=np.int32) if penalise else None
         history = np.zeros((window, n), dtype=np.intp) if penalise else None
@@ -449,75 +525,90 @@ class Generation:
         stop_ends = {s[-1] for s in stops}
         tails: list[str] = [""] * n  # the last `tail` characters of each sample (stop matching)
         keep = self.keep_text
+        texts = self.texts
+        totals = self.totals
         rows = self.rows
-        for step in range(self.length):
-            u = draws.at(step)
-            u_eps = exploit.at(step) if exploit is not None else None
-            if len(rows) < n:
-                u = u[rows]
-                u_eps = u_eps[rows] if u_eps is not None else None
-            result = decode_step(logits, decoding, u, u_eps, recent, self.want_probs)
-            self.probs = result.probs
-            ids = result.ids
-            self.logprob[rows] += result.logp
-            self.nll[rows] -= result.model_logp
-            self.entropy[rows] += result.entropy
-            self.counts[rows] += 1
-            ids_list = ids.tolist()
-            step_chars = [chars_of[i] for i in ids_list]
-            if len(rows) == n:
-                out = step_chars
-            else:
-                out = [""] * n
-                for r, c in zip(rows.tolist(), step_chars, strict=True):
-                    out[r] = c
-            if keep:
-                texts = self.texts
-                for r, c in zip(rows.tolist(), step_chars, strict=True):
-                    texts[r].append(c)
-            finished = None
-            if tail:
-                for j, (r, c) in enumerate(zip(rows.tolist(), step_chars, strict=True)):
-                    t = (tails[r] + c)[-tail:]
-                    tails[r] = t
-                    if c in stop_ends and any(t.endswith(s) for s in stops):
-                        self.stopped[r] = True
-                        finished = [j] if finished is None else [*finished, j]
-            yield out
-            if step + 1 == self.length:
-                break
-            if finished is not None:
-                alive = np.ones(len(rows), dtype=bool)
-                alive[finished] = False
-                if not alive.any():
+        try:
+            for step in range(self.length):
+                u = draws.at(step)
+                if len(rows) < n:
+                    u = u[rows]
+                if fast is not None:
+                    ids = fast.choose(logits, u, rows)
+                else:
+                    u_eps = exploit.at(step)[rows] if exploit is not None else None
+                    result = decode_step(logits, decoding, u, u_eps, recent, self.want_probs)
+                    self.probs = result.probs
+                    ids = result.ids
+                    totals["logprob"][rows] += result.logp
+                    totals["nll"][rows] -= result.model_logp
+                    totals["entropy"][rows] += result.entropy
+                    totals["counts"][rows] += 1
+                if len(ids) == 1:
+                    step_chars = [chars_of[ids[0]]]
+                else:
+                    step_chars = [chars_of[i] for i in ids.tolist()]
+                if len(rows) == n:
+                    out = step_chars
+                else:
+                    out = [""] * n
+                    for r, c in zip(rows.tolist(), step_chars, strict=True):
+                        out[r] = c
+                if keep:
+                    if n == 1:
+                        texts[0].append(step_chars[0])
+                    else:
+                        for r, c in zip(rows.tolist(), step_chars, strict=True):
+                            texts[r].append(c)
+                finished = None
+                if tail:
+                    for j, (r, c) in enumerate(zip(rows.tolist(), step_chars, strict=True)):
+                        t = (tails[r] + c)[-tail:]
+                        tails[r] = t
+                        if c in stop_ends and any(t.endswith(s) for s in stops):
+                            self.stopped[r] = True
+                            finished = [j] if finished is None else [*finished, j]
+                yield out
+                if step + 1 == self.length:
                     break
-                rows = rows[alive]
-                ids = ids[alive]
-                engine.select(np.flatnonzero(alive))
+                if finished is not None:
+                    alive = np.ones(len(rows), dtype=bool)
+                    alive[finished] = False
+                    if not alive.any():
+                        break
+                    if fast is not None:
+                        fast.flush()  # its buffered statistics belong to the old rows
+                    rows = rows[alive]
+                    ids = ids[alive]
+                    engine.select(np.flatnonzero(alive))
+                    if recent is not None and history is not None:
+                        recent = recent[alive]
+                        history = history[:, alive]
+                    self.rows = rows
                 if recent is not None and history is not None:
-                    recent = recent[alive]
-                    history = history[:, alive]
-                self.rows = rows
-            if recent is not None and history is not None:
-                slot = step % window
-                sel = np.arange(len(rows))
-                if step >= window:
-                    recent[sel, history[slot]] -= 1  # one entry per row: no repeated index
-                recent[sel, ids] += 1
-                history[slot] = ids
-            logits = engine.step(ids)
+                    slot = step % window
+                    sel = np.arange(len(rows))
+                    if step >= window:
+                        recent[sel, history[slot]] -= 1  # one entry per row: no repeated index
+                    recent[sel, ids] += 1
+                    history[slot] = ids
+                logits = engine.step(ids)
+        finally:  # also when the consumer stops early: the statistics cover what was generated
+            if fast is not None:
+                fast.flush()
 
     @property
     def samples(self) -> list[Sample]:
         d = self.decoding
         out = []
+        t = self.totals
         for i in range(self.num_samples):
-            c = max(int(self.counts[i]), 1)
+            c = max(int(t["counts"][i]), 1)
             out.append(Sample(text="".join(self.texts[i]), seed=int(self.seeds[i]), strategy=d.strategy,
                               temperature=0.0 if d.is_greedy else float(d.temperature),
-                              logprob=float(self.logprob[i]), nll=float(self.nll[i]) / c,
-                              entropy=float(self.entropy[i]) / c, stopped=bool(self.stopped[i]),
-                              num_chars=int(self.counts[i])))
+                              logprob=float(t["logprob"][i]), nll=float(t["nll"][i]) / c,
+                              entropy=float(t["entropy"][i]) / c, stopped=bool(self.stopped[i]),
+                              num_chars=int(t["counts"][i])))
         return out
 
 

@@ -1,0 +1,296 @@
+"""Sampling speed: charrnn's generation against baselines implemented here, measured in one run.
+
+For each model size and thread count it times, in characters per second (chars generated, all
+samples together, divided by wall time; sampling included):
+
+  batch 1   charrnn        the library: `generate_batch` (step engine + NumPy decoding chain)
+            numpy_minimal  a straightforward NumPy LSTM step (x@W_ih.T + h@W_hh.T + b, sigmoid,
+                           tanh) + softmax + inverse-CDF draw: the floor the issue names
+            torch_eager    `CharRNN.forward` (nn.LSTM) one step at a time under no_grad, default
+                           settings (oneDNN on) + softmax + torch.multinomial
+            torch_nomkl    the same with oneDNN switched off (for reference)
+  batch 64  charrnn        the library with num_samples=64 (hidden states stacked)
+            numpy_batched  the minimal NumPy step on 64 rows
+            torch_onednn   nn.LSTM on 64 rows, oneDNN on (its default and fastest torch path here)
+
+and prints the issue's ratios: batch 1 charrnn / numpy_minimal (>= 1) and charrnn / torch_eager
+(>= 10); batch 64 charrnn / the faster baseline (>= 0.9). It also times the decoding chain alone
+(softmax, draw and bookkeeping for one step at batch 1) in NumPy and in torch.
+
+Every baseline is checked to produce the torch model's logits before it is timed. Each thread
+count runs in its own process (OpenBLAS reads its thread count at start-up); variants are timed
+round-robin and the best of --repeats is kept, so a burst of load from elsewhere hits all alike.
+
+    python benchmarks/sample_speed.py            # full run, ~2 minutes on 2 idle cores
+    python benchmarks/sample_speed.py --smoke    # a few seconds: tiny model, one thread count
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from charrnn.config import ModelConfig
+from charrnn.engine import NumpyEngine
+from charrnn.model import CharRNN
+from charrnn.runtime import onednn_disabled
+from charrnn.sample import Decoding, _FastChooser, generate_batch
+from charrnn.vocab import Vocab
+
+TEMPERATURE = 0.8
+VOCAB = Vocab([chr(c) for c in range(32, 32 + 64)] + ["\n"])  # 65 characters, like tiny Shakespeare
+
+
+def make_model(layers: int, hidden: int, embed: int = 64) -> CharRNN:
+    torch.manual_seed(0)  # speed does not depend on the weights; random ones are fine
+    return CharRNN(ModelConfig(vocab_size=len(VOCAB), embed_dim=embed, hidden_size=hidden, num_layers=layers,
+                               dropout=0.0)).eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# baselines
+
+
+class MinimalNumpy:
+    """The NumPy LSTM step anyone would write first, with the same weights as the model."""
+
+    def __init__(self, model: CharRNN, batch: int):
+        sd = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+        self.layers, self.hidden = model.config.num_layers, model.config.hidden_size
+        self.embed = sd["embed.weight"]
+        self.w_ih = [sd[f"rnn.weight_ih_l{i}"] for i in range(self.layers)]
+        self.w_hh = [sd[f"rnn.weight_hh_l{i}"] for i in range(self.layers)]
+        self.b = [sd[f"rnn.bias_ih_l{i}"] + sd[f"rnn.bias_hh_l{i}"] for i in range(self.layers)]
+        self.w_out, self.b_out = sd["head.weight"], sd["head.bias"]
+        self.h = [np.zeros((batch, self.hidden), np.float32) for _ in range(self.layers)]
+        self.c = [np.zeros((batch, self.hidden), np.float32) for _ in range(self.layers)]
+        self.rng = np.random.default_rng(0)
+
+    @staticmethod
+    def sigmoid(x: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-x))
+
+    def logits(self, ids: np.ndarray) -> np.ndarray:
+        H = self.hidden
+        x = self.embed[ids]
+        for i in range(self.layers):
+            g = x @ self.w_ih[i].T + self.h[i] @ self.w_hh[i].T + self.b[i]
+            gi, gf = self.sigmoid(g[:, :H]), self.sigmoid(g[:, H : 2 * H])
+            gg, go = np.tanh(g[:, 2 * H : 3 * H]), self.sigmoid(g[:, 3 * H :])
+            self.c[i] = gf * self.c[i] + gi * gg
+            self.h[i] = go * np.tanh(self.c[i])
+            x = self.h[i]
+        return x @ self.w_out.T + self.b_out
+
+    def step(self, ids: np.ndarray) -> np.ndarray:
+        z = self.logits(ids) / TEMPERATURE
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        cdf = np.cumsum(p, axis=1)
+        u = self.rng.random(len(ids)) * cdf[:, -1]
+        return np.minimum((cdf <= u[:, None]).sum(axis=1), p.shape[1] - 1)
+
+
+class EagerTorch:
+    """`CharRNN.forward` (embedding -> nn.LSTM -> head) one step at a time, + softmax + multinomial."""
+
+    def __init__(self, model: CharRNN, batch: int, onednn: bool = True):
+        self.model, self.onednn = model, onednn
+        self.hidden = model.init_hidden(batch)
+        torch.manual_seed(0)
+
+    @torch.no_grad()
+    def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        with contextlib.nullcontext() if self.onednn else onednn_disabled():
+            out, self.hidden = self.model(ids, self.hidden)
+        return out[:, -1]
+
+    def step(self, ids: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(self.logits(ids) / TEMPERATURE, dim=-1)
+        return torch.multinomial(probs, 1)
+
+
+def check_baselines(model: CharRNN) -> None:
+    """Same weights, same output: every baseline's logits equal the model's on a short text."""
+    ids = torch.randint(0, len(VOCAB), (3, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, _ = model(ids)
+    numpy_minimal, eager = MinimalNumpy(model, 3), EagerTorch(model, 3, onednn=True)
+    engine = NumpyEngine(model, 3)
+    for t in range(ids.shape[1]):
+        for name, got in (("numpy_minimal", numpy_minimal.logits(ids[:, t].numpy())),
+                          ("torch_eager", eager.logits(ids[:, t : t + 1]).numpy()),
+                          ("charrnn engine", engine.step(ids[:, t].numpy()))):
+            np.testing.assert_allclose(got, expected[:, t].numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+# ----------------------------------------------------------------------------------------------
+# timing
+
+
+def timed(run: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def variants(model: CharRNN, batch: int, steps: int, slow_steps: int) -> dict[str, tuple[Callable[[], None], int]]:
+    """name -> (a function generating `steps` characters per row, characters it produces)."""
+
+    def charrnn() -> None:
+        generate_batch(model, VOCAB, steps, num_samples=batch, decoding=Decoding(temperature=TEMPERATURE), seed=1)
+
+    def numpy_loop() -> None:
+        base = MinimalNumpy(model, batch)
+        ids = np.zeros(batch, dtype=np.intp)
+        for _ in range(steps):
+            ids = base.step(ids)
+
+    def torch_loop(onednn: bool, n: int) -> Callable[[], None]:
+        def run() -> None:
+            base = EagerTorch(model, batch, onednn=onednn)
+            ids = torch.zeros((batch, 1), dtype=torch.long)
+            for _ in range(n):
+                ids = base.step(ids)
+        return run
+
+    if batch == 1:
+        return {"charrnn": (charrnn, steps), "numpy_minimal": (numpy_loop, steps),
+                "torch_eager": (torch_loop(True, slow_steps), slow_steps),
+                "torch_nomkl": (torch_loop(False, steps), steps)}
+    return {"charrnn": (charrnn, steps * batch), "numpy_batched": (numpy_loop, steps * batch),
+            "torch_onednn": (torch_loop(True, steps), steps * batch)}
+
+
+def decode_chain_us(repeats: int, steps: int = 2000) -> dict[str, float]:
+    """Microseconds per batch-1 decoding step (softmax, draw, log-probabilities, entropy)."""
+    rng = np.random.default_rng(0)
+    logits_np = rng.normal(size=(1, len(VOCAB))).astype(np.float32)
+    logits_t = torch.from_numpy(logits_np)
+    u = np.array([0.37])
+    rows = np.arange(1)
+
+    def numpy_chain() -> None:  # charrnn's hot path: the draw now, statistics a block of steps later
+        totals = {"logprob": np.zeros(1), "nll": np.zeros(1), "entropy": np.zeros(1), "counts": np.zeros(1, np.int64)}
+        chooser = _FastChooser(Decoding(temperature=TEMPERATURE), len(VOCAB), totals)
+        for _ in range(steps):
+            chooser.choose(logits_np, u, rows)
+        chooser.flush()
+
+    def torch_chain() -> None:  # the same work written with torch ops, as the sampler used to be
+        for _ in range(steps):
+            x = logits_t.double()
+            probs = torch.softmax(x / TEMPERATURE, dim=1)
+            cdf = torch.cumsum(probs, dim=1)
+            ids = torch.searchsorted(cdf, torch.from_numpy(u).unsqueeze(1) * cdf[:, -1:]).squeeze(1)
+            logp = torch.log(probs.gather(1, ids.unsqueeze(1)).squeeze(1))
+            model_logp = torch.log_softmax(x, dim=1).gather(1, ids.unsqueeze(1)).squeeze(1)
+            ent = -(probs * torch.log(probs.clamp_min(1e-300))).sum(dim=1)
+            float(logp), float(model_logp), float(ent), ids.tolist()
+
+    out = {}
+    for name, fn in (("numpy", numpy_chain), ("torch", torch_chain)):
+        fn()
+        out[name] = min(timed(fn) for _ in range(repeats)) / steps * 1e6
+    return out
+
+
+def measure(models: list[tuple[int, int]], batches: list[int], steps1: int, slow_steps: int, steps64: int,
+            repeats: int) -> dict:
+    results: dict = {"threads": torch.get_num_threads(), "models": {}}
+    with torch.inference_mode(False):
+        for layers, hidden in models:
+            model = make_model(layers, hidden)
+            check_baselines(model)
+            entry = {}
+            for batch in batches:
+                steps = steps1 if batch == 1 else steps64
+                runs = variants(model, batch, steps, slow_steps)
+                for fn, _ in runs.values():  # warm-up: allocations, BLAS threads, oneDNN primitives
+                    fn()
+                best = dict.fromkeys(runs, float("inf"))
+                for _ in range(repeats):
+                    for name, (fn, _) in runs.items():
+                        best[name] = min(best[name], timed(fn))
+                entry[str(batch)] = {name: chars / best[name] for name, (_, chars) in runs.items()}
+            results["models"][f"{layers}x{hidden}"] = entry
+    results["decode_us"] = decode_chain_us(repeats)
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+
+
+def report(all_results: list[dict]) -> list[str]:
+    lines = []
+    for res in all_results:
+        t = res["threads"]
+        d = res["decode_us"]
+        lines.append(f"\n## {t} thread(s)   (decoding chain alone at batch 1: NumPy {d['numpy']:.1f} us/step, "
+                     f"torch {d['torch']:.1f} us/step, {d['torch'] / d['numpy']:.1f}x)")
+        lines.append(f"{'model':<7} {'batch':>5}  {'variant':<14} {'chars/s':>10}  ratio")
+        for model, entry in res["models"].items():
+            for batch, speeds in entry.items():
+                ours = speeds["charrnn"]
+                for name, cps in speeds.items():
+                    lines.append(f"{model:<7} {batch:>5}  {name:<14} {cps:>10,.0f}  "
+                                 + ("" if name == "charrnn" else f"charrnn is {ours / cps:.2f}x"))
+                if batch == "1":
+                    verdicts = [f"vs numpy_minimal {ours / speeds['numpy_minimal']:.2f}x (need >= 1)",
+                                f"vs torch_eager {ours / speeds['torch_eager']:.1f}x (need >= 10)"]
+                else:
+                    best_name = max(("numpy_batched", "torch_onednn"), key=lambda k: speeds[k])
+                    verdicts = [f"vs faster baseline ({best_name}) {ours / speeds[best_name]:.2f}x (need >= 0.9)"]
+                lines.append(f"{'':<7} {batch:>5}  -> " + "; ".join(verdicts))
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny model, few steps, this process only")
+    parser.add_argument("--threads", default="1,2", help="thread counts, one process each (default 1,2)")
+    parser.add_argument("--models", default="2x256,2x512", help="LAYERSxHIDDEN list (default 2x256,2x512)")
+    parser.add_argument("--steps", type=int, default=2000, help="characters per batch-1 run")
+    parser.add_argument("--slow-steps", type=int, default=300, help="characters per torch_eager run (it is slow)")
+    parser.add_argument("--steps64", type=int, default=150, help="steps per batch-64 run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", help="also write the raw figures here")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    models = [tuple(int(v) for v in m.split("x")) for m in args.models.split(",")]
+    if args.smoke:
+        res = measure([(1, 32)], [1, 8], steps1=40, slow_steps=10, steps64=10, repeats=1)
+        print("\n".join(report([res])))
+        return
+    if args.child:
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+        res = measure(models, [1, 64], args.steps, args.slow_steps, args.steps64, args.repeats)
+        print(json.dumps(res))
+        return
+    all_results = []
+    for threads in [int(t) for t in args.threads.split(",")]:
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
+               "MKL_NUM_THREADS": str(threads)}
+        cmd = [sys.executable, __file__, "--child", "--models", args.models, "--steps", str(args.steps),
+               "--slow-steps", str(args.slow_steps), "--steps64", str(args.steps64), "--repeats", str(args.repeats)]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        all_results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(f"sampling speed, chars/s (best of {args.repeats}); torch {torch.__version__}, numpy {np.__version__}, "
+          f"{os.cpu_count()} CPUs")
+    print("\n".join(report(all_results)))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(all_results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
