@@ -145,8 +145,11 @@ def timed(run: Callable[[], None]) -> float:
 def variants(model: CharRNN, batch: int, steps: int, slow_steps: int) -> dict[str, tuple[Callable[[], None], int]]:
     """name -> (a function generating `steps` characters per row, characters it produces)."""
 
-    def charrnn() -> None:
-        generate_batch(model, VOCAB, steps, num_samples=batch, decoding=Decoding(temperature=TEMPERATURE), seed=1)
+    def charrnn(backend: str = "auto") -> Callable[[], None]:
+        def run() -> None:
+            generate_batch(model, VOCAB, steps, num_samples=batch, decoding=Decoding(temperature=TEMPERATURE), seed=1,
+                           backend=backend)
+        return run
 
     def numpy_loop() -> None:
         base = MinimalNumpy(model, batch)
@@ -163,11 +166,12 @@ def variants(model: CharRNN, batch: int, steps: int, slow_steps: int) -> dict[st
         return run
 
     if batch == 1:
-        return {"charrnn": (charrnn, steps), "numpy_minimal": (numpy_loop, steps),
+        return {"charrnn": (charrnn(), steps), "numpy_minimal": (numpy_loop, steps),
                 "torch_eager": (torch_loop(True, slow_steps), slow_steps),
                 "torch_nomkl": (torch_loop(False, steps), steps)}
-    return {"charrnn": (charrnn, steps * batch), "numpy_batched": (numpy_loop, steps * batch),
-            "torch_onednn": (torch_loop(True, steps), steps * batch)}
+    return {"charrnn": (charrnn(), steps * batch), "numpy_batched": (numpy_loop, steps * batch),
+            "torch_onednn": (torch_loop(True, steps), steps * batch),
+            "charrnn_torch": (charrnn("torch"), steps * batch)}
 
 
 def decode_chain_us(repeats: int, steps: int = 2000) -> dict[str, float]:

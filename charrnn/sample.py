@@ -688,12 +688,15 @@ def beam_search(model: CharRNN, vocab: Vocab, length: int, *, width: int = 4, nu
     logits = logits_t.detach().to("cpu", torch.float32).numpy()[None, :]
     vocab_size = len(vocab)
     chars = vocab.chars
+    tail = max((len(s) for s in stops), default=0)
     scores = np.zeros(1)  # total log-probability of each live hypothesis
-    texts: list[str] = [""]
-    finished: list[tuple[str, float, bool]] = []  # (text, total logprob, ended on a stop string)
-
-    def normalised(total: float, n: int) -> float:
-        return total / max(n, 1) ** length_penalty
+    tails = [""]  # the last `tail` characters of each live hypothesis (stop matching)
+    # Back-pointers instead of strings: step t holds, for each candidate kept, its character and
+    # its parent's index among step t-1's candidates, so a step costs O(width), not O(width * length).
+    parents_at: list[np.ndarray] = []
+    ids_at: list[np.ndarray] = []
+    row_index = np.zeros(1, dtype=np.intp)  # each live hypothesis' index among the previous step's candidates
+    finished: list[tuple[int, int, float, bool]] = []  # (step, index at that step, total logprob, stopped)
 
     for step in range(length):
         x = logits.astype(np.float64)
@@ -704,27 +707,45 @@ def beam_search(model: CharRNN, vocab: Vocab, length: int, *, width: int = 4, nu
         # Best first; equal scores keep the lower (parent, character) index, as argmax would.
         best = np.argpartition(-candidates, keep - 1)[:keep] if keep < len(candidates) else np.arange(len(candidates))
         best = best[np.lexsort((best, -candidates[best]))]
-        parents, ids = np.divmod(best, vocab_size)
-        new_texts = [texts[p] + chars[i] for p, i in zip(parents.tolist(), ids.tolist(), strict=True)]
+        rows, ids = np.divmod(best, vocab_size)  # rows: live hypotheses (engine rows) extended
+        parents_at.append(row_index[rows])
+        ids_at.append(ids)
         new_scores = candidates[best]
         alive = np.ones(len(best), dtype=bool)
-        if stops:
-            for j, t in enumerate(new_texts):
+        if tail:
+            new_tails = [(tails[r] + chars[i])[-tail:] for r, i in zip(rows.tolist(), ids.tolist(), strict=True)]
+            for j, t in enumerate(new_tails):
                 if any(t.endswith(s) for s in stops):
-                    finished.append((t, float(new_scores[j]), True))
+                    finished.append((step, j, float(new_scores[j]), True))
                     alive[j] = False
+            tails = [t for t, a in zip(new_tails, alive, strict=True) if a]
         if step + 1 == length:
-            finished.extend((t, float(s), False) for t, s, a in zip(new_texts, new_scores, alive, strict=True) if a)
+            finished.extend((step, j, float(new_scores[j]), False) for j in np.flatnonzero(alive).tolist())
             break
         if not alive.any():
             break
-        texts = [t for t, a in zip(new_texts, alive, strict=True) if a]
-        scores = new_scores[alive]
-        engine.select(parents[alive])
-        logits = engine.step(ids[alive])
-    ranked = sorted(finished, key=lambda f: -normalised(f[1], len(f[0])))[:num_return]
-    return [Sample(text=t, seed=0, strategy=strategy, temperature=1.0, logprob=total, nll=-total / max(len(t), 1),
-                   entropy=0.0, stopped=stopped, num_chars=len(t)) for t, total, stopped in ranked]
+        row_index = np.flatnonzero(alive)
+        scores = new_scores[row_index]
+        engine.select(rows[row_index])
+        logits = engine.step(ids[row_index])
+
+    def text_of(step: int, index: int) -> str:
+        out = []
+        for t in range(step, -1, -1):
+            out.append(chars[int(ids_at[t][index])])
+            index = int(parents_at[t][index])
+        return "".join(reversed(out))
+
+    def normalised(total: float, n: int) -> float:
+        return total / max(n, 1) ** length_penalty
+
+    ranked = sorted(finished, key=lambda f: -normalised(f[2], f[0] + 1))[:num_return]
+    results = []
+    for step, index, total, stopped in ranked:
+        text = text_of(step, index)
+        results.append(Sample(text=text, seed=0, strategy=strategy, temperature=1.0, logprob=total,
+                              nll=-total / max(len(text), 1), entropy=0.0, stopped=stopped, num_chars=len(text)))
+    return results
 
 
 # ----------------------------------------------------------------------------------------------
