@@ -184,7 +184,7 @@ def plot_spectrum(summary: list[dict[str, Any]], excerpts: dict[str, str], out: 
             facts = (f"   invented {m['invented_word_share']['mean']:.0%}, repeated 8-grams "
                      f"{m['repeated_ngram_share']['mean']:.0%}" + (f", loops with period {loop}" if loop else ""))
         ax.set_title(f"{setting}{facts}", loc="left", fontsize=9, fontweight="bold")
-        ax.text(0.0, 1.0, _wrap_excerpt(text, 92, 6), family="monospace", fontsize=7.6, va="top", ha="left",
+        ax.text(0.0, 1.0, _wrap_excerpt(text, 90, 8), family="monospace", fontsize=7.6, va="top", ha="left",
                 transform=ax.transAxes,
                 bbox={"boxstyle": "round,pad=0.5", "facecolor": "#f6f6f2", "edgecolor": "#cccccc"})
     fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=11)

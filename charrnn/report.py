@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -51,9 +52,14 @@ def _source_lines(data: Mapping[str, Any]) -> list[str]:
         f"- **Corpus:** {corpus}",
         f"- **Settings:** {'greedy + ' if cfg['greedy'] else ''}temperatures {temps}; {cfg['num_samples']} samples "
         f"of {cfg['length']} characters per temperature (greedy: 1), seed {cfg['seed']} (sample *i* uses seed "
-        f"{cfg['seed']} + *i* at every temperature), prime {cfg['prime']!r}",
+        f"{cfg['seed']} + *i* at every temperature), "
+        + (f"prime {cfg['prime']!r}" if cfg["prime"] else "no prime (the state is warmed on a newline)"),
         f"- **Wall time:** {_timing(data.get('timings', {}))}",
     ]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _timing(timings: Mapping[str, float]) -> str:
@@ -77,7 +83,7 @@ def _summary_lines(data: Mapping[str, Any]) -> list[str]:
         cells = [_cell(row["metrics"][key], fmt, spread=key != "loop") for key, _, fmt in TABLE_COLUMNS]
         lines.append(f"| {row['setting']} | " + " | ".join(cells) + " |")
     rhos = data.get("correlations", {})
-    shown = [(key, name) for key, name, _ in TABLE_COLUMNS if rhos.get(key) is not None]
+    shown = [(key, name) for key, name, _ in TABLE_COLUMNS if _finite(rhos.get(key))]
     lines.append("")
     lines.append("Spearman rank correlation with temperature (sampled temperatures, greedy excluded): "
                  + ", ".join(f"{name} {rhos[key]:+.3f}" for key, name in shown) + ".")
@@ -162,7 +168,7 @@ def render_html(data: Mapping[str, Any], texts: Mapping[str, Sequence[str]],
     parts.append("</table>")
     rhos = data.get("correlations", {})
     parts.append("<p>Spearman rank correlation with temperature (greedy excluded): " + ", ".join(
-        f"{e(name)} {rhos[key]:+.3f}" for key, name, _ in TABLE_COLUMNS if rhos.get(key) is not None) + ".</p>")
+        f"{e(name)} {rhos[key]:+.3f}" for key, name, _ in TABLE_COLUMNS if _finite(rhos.get(key))) + ".</p>")
     parts.append("<h2>Checks</h2><table><tr><th>property</th><th>requirement</th><th>measured</th><th>holds</th></tr>")
     for c in data.get("checks", []):
         verdict = "<span class='pass'>yes</span>" if c["passed"] else "<span class='fail'>no</span>"

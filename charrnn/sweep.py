@@ -375,11 +375,13 @@ def sweep(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, config: Swe
     result.command = command or command_line(checkpoint, out_dir, config, corpus)
     write(result, out_dir)
     result.timings["total_s"] = time.perf_counter() - started
-    _write_json(Path(out_dir) / "metrics.json", result.to_dict())  # again, now with the total time
+    # Once more with the total time, which includes drawing the figures (cheap next to sampling).
+    _write_json(Path(out_dir) / "metrics.json", result.to_dict())
+    _write_report(result, Path(out_dir))
     return result
 
 
-def excerpt(text: str, chars: int = 240) -> str:
+def excerpt(text: str, chars: int = 360) -> str:
     """The last `chars` characters of a sample, starting at a line or word boundary where one is near."""
     if len(text) <= chars:
         return text
@@ -409,7 +411,7 @@ def sample_file_name(setting: str) -> str:
 
 def write(result: SweepResult, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write samples (text and JSONL), metrics (CSV and JSON), plots (PNG, SVG) and the report."""
-    from . import plots, report
+    from . import plots
 
     out = Path(out_dir)
     try:
@@ -439,13 +441,19 @@ def write(result: SweepResult, out_dir: str | os.PathLike) -> dict[str, Path]:
     excerpts = {name: excerpt(_first_text(result, name)) for name in spectrum_picks(result.summary)}
     files["spectrum_png"], files["spectrum_svg"] = plots.plot_spectrum(
         result.summary, excerpts, out / "spectrum", title=f"From repetitive to chaotic - {title}", subtitle=subtitle)
+    files.update(_write_report(result, out))
+    return files
+
+
+def _write_report(result: SweepResult, out: Path) -> dict[str, Path]:
+    from . import report
+
     data = result.to_dict()
     texts = {name: [s["text"] for s in result.samples if s["setting"] == name] for name in result.config.settings}
-    files["report_md"] = out / "report.md"
+    files = {"report_md": out / "report.md", "report_html": out / "report.html"}
     _write_text(files["report_md"], report.render_markdown(data, texts))
-    files["report_html"] = out / "report.html"
     _write_text(files["report_html"], report.render_html(data, texts, images={
-        "spectrum": files["spectrum_png"].read_bytes(), "sweep": files["sweep_png"].read_bytes()}))
+        "spectrum": (out / "spectrum.png").read_bytes(), "sweep": (out / "sweep.png").read_bytes()}))
     return files
 
 
