@@ -35,6 +35,7 @@ from .vocab import Vocab
 MAX_LENGTH = 100_000_000
 MAX_SAMPLES = 100_000
 MAX_BEAM = 1_000
+GREEDY_BELOW = 1e-100  # temperatures below this are greedy (see Decoding.is_greedy)
 PRIME_CHUNK = 8192  # prime characters per model call while warming (bounds memory for huge primes)
 
 
@@ -63,12 +64,15 @@ class Decoding:
         if not (isinstance(self.repetition_penalty, (int, float)) and math.isfinite(self.repetition_penalty)
                 and self.repetition_penalty >= 1.0):
             raise CharRNNError(f"repetition penalty must be >= 1, got {self.repetition_penalty!r}")
-        if not isinstance(self.repetition_window, int) or not 1 <= self.repetition_window <= 100_000:
+        if (not isinstance(self.repetition_window, int) or isinstance(self.repetition_window, bool)
+                or not 1 <= self.repetition_window <= 100_000):
             raise CharRNNError(f"repetition window must be in 1..100000, got {self.repetition_window!r}")
 
     @property
     def is_greedy(self) -> bool:
-        return self.greedy or self.temperature == 0
+        # Below GREEDY_BELOW, logit / temperature can overflow to inf and the softmax to NaN; such a
+        # temperature picks the argmax anyway (barring exact ties), so it is decoded greedily.
+        return self.greedy or self.temperature < GREEDY_BELOW
 
     @property
     def is_plain(self) -> bool:
@@ -675,8 +679,9 @@ def beam_search(model: CharRNN, vocab: Vocab, length: int, *, width: int = 4, nu
         raise CharRNNError(f"beam width must be in 1..{MAX_BEAM}, got {width!r}")
     if not isinstance(num_return, int) or isinstance(num_return, bool) or not 1 <= num_return <= width:
         raise CharRNNError(f"number of beams returned must be in 1..{width} (the beam width), got {num_return!r}")
-    if not (isinstance(length_penalty, (int, float)) and math.isfinite(length_penalty) and length_penalty >= 0):
-        raise CharRNNError(f"length penalty must be >= 0, got {length_penalty!r}")
+    # length**penalty must stay finite for any length up to MAX_LENGTH; useful values are 0..2
+    if not (isinstance(length_penalty, (int, float)) and math.isfinite(length_penalty) and 0 <= length_penalty <= 10):
+        raise CharRNNError(f"length penalty must be in [0, 10], got {length_penalty!r}")
     stops = check_stops(stop, vocab)
     model.eval()
     logits_t, hidden = warm(model, prime_ids(vocab, prime, unknown))
