@@ -47,6 +47,7 @@ DEFAULT_SEPARATOR = "\n\n"
 VAL_SPLITS = ("per-file", "end")
 BLOCK_BYTES = 4 << 20  # read size: bounds the preparation's working memory to a few tens of MB
 SNIFF_BYTES = 65536  # how much of a file the binary check looks at (as data.read_text does)
+LARGE_VALIDATION = 20_000_000  # characters of validation above which each evaluation takes minutes on a CPU
 _CODE_POINTS = 0x110000
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -558,6 +559,10 @@ class CorpusFiles:
                           f"({size / 1e6:.1f} MB, {dtype.name}) in {seconds:.1f}s"})
                 self.last_status = "built"
             ids = np.memmap(bin_path, dtype=dtype, mode="r", shape=(n_train + n_val,))
+        if n_val > LARGE_VALIDATION:
+            self.log({"event": "warning", "message": f"the validation split holds {n_val:,} characters and every "
+                      f"evaluation scores all of them; for a corpus this size --val-frac "
+                      f"{max(LARGE_VALIDATION / 10 / (n_train + n_val), 1e-6):.1g} is plenty"})
         info = {"chars": stats["chars"], "sha256": stats["sha256"], "files": len(self.files),
                 "separator": self.separator, "val_split": self.val_split, "id_file": str(bin_path)}
         return EncodedCorpus(vocab, ids[:n_train], ids[n_train:], info)

@@ -10,8 +10,9 @@ the copies identical by averaging gradients (gloo on CPU, nccl on CUDA, one GPU 
     the same text in a step, and N processes compute the same gradient as one process with the
     whole batch (up to float rounding). B must be a multiple of N.
   * Only rank 0 writes checkpoints, meta.json, metrics.jsonl, plots and log lines.
-  * Validation streams are split over the ranks and the losses averaged, so all ranks agree on
-    "improved", early stopping and every stop decision (time budget, signals), taken together.
+  * Validation streams are split over the ranks and the losses averaged, and the ranks share one
+    clock and one stop signal, so they agree on the learning rate, "improved", early stopping and
+    every stop (time budget, signals): no rank waits forever for another.
   * Checkpoints hold the carried hidden state of all B streams and each rank's RNG state.
 
 Resuming with another number of processes: the data position, optimizer, learning-rate schedule
@@ -170,15 +171,19 @@ class Distributed:
         torch.distributed.all_reduce(t)
         return float(t[0]) / self.world_size
 
-    def agree_to_stop(self, over_budget: bool, stop_signal: str | None) -> tuple[bool, str | None]:
-        """Every rank stops at the same step: if any rank is over budget or got a signal, all stop."""
+    def agree(self, elapsed: float, eval_cost: float, stop_signal: str | None) -> tuple[float, float, str | None]:
+        """One clock and one stop signal for all ranks (the latest clock; any rank's signal).
+
+        The clock sets the learning-rate schedule and the time budget: ranks reading their own
+        clocks would step with slightly different learning rates and stop at different steps.
+        """
         if not self.enabled:
-            return over_budget, stop_signal
+            return elapsed, eval_cost, stop_signal
         code = int(signal.Signals[stop_signal]) if stop_signal else 0
-        t = self._tensor([float(over_budget), float(code)])
+        t = self._tensor([elapsed, eval_cost, float(code)])
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        code = int(t[1])
-        return bool(t[0]), (signal.Signals(code).name if code else None)
+        code = int(t[2])
+        return float(t[0]), float(t[1]), (signal.Signals(code).name if code else None)
 
     def evaluate(self, evaluate: Callable[..., float], model: nn.Module, streams: Any, *args: Any) -> float:
         """`evaluate(model, streams, *args)` with the validation streams split over ranks.

@@ -451,11 +451,11 @@ class Trainer:
                     if cfg.max_steps is not None and self.step >= cfg.max_steps:
                         reason = "max_steps"
                         break
-                    # Stop early enough that the final evaluation still fits in the budget; under
-                    # torchrun all processes take this decision (and a signal's) together.
-                    over_budget = cfg.time_budget is not None and self.elapsed + last_eval_cost >= cfg.time_budget
-                    over_budget, stop.signal = self.dist.agree_to_stop(over_budget, stop.signal)
-                    if over_budget:
+                    # Under torchrun all processes agree on the clock (it drives the schedule and the
+                    # budget) and on signals, so every rank decides the same at the same step.
+                    self.elapsed, last_eval_cost, stop.signal = self.dist.agree(self.elapsed, last_eval_cost, stop.signal)
+                    # Stop early enough that the final evaluation still fits in the budget.
+                    if cfg.time_budget is not None and self.elapsed + last_eval_cost >= cfg.time_budget:
                         reason = "time_budget"
                         break
                     if stop.signal:
