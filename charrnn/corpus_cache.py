@@ -303,8 +303,8 @@ def _code_points(path: Path, encoding: str, hasher: Any = None) -> Iterator[np.n
                     raise CharRNNError(f"{path} is not valid {encoding}: bad byte at offset {where}{hint}") from None
                 if first and text.startswith("\ufeff"):
                     text = text[1:]  # a BOM is an encoding artefact, not a character of the corpus
-                if hasher is not None and text:
-                    hasher.update(text.encode("utf-8", "surrogatepass"))
+                if hasher is not None:  # UTF-8 input is its own UTF-8: hash the bytes, skip re-encoding
+                    hasher.update(block if codec == "utf-8" else text.encode("utf-8", "surrogatepass"))
                 cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
             first = False
             consumed += len(block)

@@ -205,3 +205,23 @@ def test_ids_you_already_have(tmp_path):
     assert result.history["val_loss"][-1] < result.history["val_loss"][0]
     with pytest.raises(CharRNNError, match=r"ids must lie in \[0, 3\)"):
         EncodedCorpus.from_ids(np.array([0, 3]), vocab)
+
+
+@pytest.mark.parametrize("encoding, raw", [
+    ("utf-8", "\ufeffRoméo, ¿qué? — 中文 ok\n".encode() * 5),  # a BOM, then multi-byte characters
+    ("latin-1", "señor, à bientôt\n".encode("latin-1") * 5),
+    ("utf-16", "wide 中文 text\n".encode("utf-16") * 1),
+])
+def test_streaming_reads_agree_with_read_text_across_block_boundaries(tmp_path, monkeypatch, encoding, raw):
+    from charrnn import corpus_cache
+    from charrnn.data import read_text
+    from charrnn.train import sha256_text
+
+    monkeypatch.setattr(corpus_cache, "BLOCK_BYTES", 5)  # every multi-byte character straddles a block edge
+    path = tmp_path / "t.txt"
+    path.write_bytes(raw)
+    text = read_text(path, encoding=encoding)
+    data = CorpusFiles([path], encoding=encoding, cache_dir=tmp_path / "cache").load(val_frac=0.2)
+    assert data.vocab == Vocab.from_text(text)
+    assert data.vocab.decode(np.concatenate([data.train_ids, data.val_ids])) == text
+    assert data.info["sha256"] == sha256_text(text)
