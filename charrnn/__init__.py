@@ -29,6 +29,8 @@ _LAZY = {
     "find_latest": "checkpoint",
     "read_text": "data",
     "get_corpus": "corpora",
+    "CorpusFiles": "corpus_cache",
+    "EncodedCorpus": "corpus_cache",
 }
 
 
