@@ -106,6 +106,21 @@ def test_signal_saves_resumable_checkpoint_and_resume_matches_a_straight_run(zyg
     assert_same_parameters(run_dir, tmp_path / "straight")
 
 
+def test_a_second_ctrl_c_stops_at_once_even_mid_save_and_keeps_the_last_save(zygote, tmp_path, text_file):
+    run_dir = tmp_path / "run"
+    argv = ["train", text_file, "--out", run_dir, "--max-steps", 1000, "--eval-interval", 3, *TINY]
+    pid = zygote.start(argv, tmp_path, tmp_path / "train.log", slow_save=0.5)
+    wait_for(lambda: (run_dir / "last.pt").exists(), what="a first save")
+    os.kill(pid, signal.SIGINT)  # "stop at the next step boundary": a final evaluation and save follow
+    wait_for(lambda: bool(temp_files(run_dir)), what="the final save to begin")
+    os.kill(pid, signal.SIGINT)  # "no, now": lands inside that (slow) save
+    assert zygote.wait() == 130
+    output = (tmp_path / "train.log").read_text()
+    assert "interrupted" in output and "Traceback" not in output, output
+    assert temp_files(run_dir) == []  # the interrupted write cleaned up after itself
+    assert checkpoint.load(run_dir / "last.pt").meta["step"] >= 3  # an earlier complete save, intact
+
+
 def test_kill_9_at_random_moments_always_leaves_a_loadable_checkpoint(zygote, tmp_path, text_file):
     # Evaluate and save at every step so that writes are frequent; kill at seeded random delays.
     run_dir = tmp_path / "run"

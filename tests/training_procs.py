@@ -43,6 +43,15 @@ def kill_during_save(n):
         return real(obj, f, *args, **kwargs)
     torch.save = save
 
+def slow_saves(seconds):
+    # A slow disk: every torch.save lingers inside its temporary file before returning.
+    import time
+    real = torch.save
+    def save(obj, f, *args, **kwargs):
+        real(obj, f, *args, **kwargs)
+        time.sleep(seconds)
+    torch.save = save
+
 print("ready", flush=True)
 for line in sys.stdin:
     job = json.loads(line)
@@ -57,6 +66,8 @@ for line in sys.stdin:
             sys.stdin = open(os.devnull)
             if job.get("kill_on_save"):
                 kill_during_save(job["kill_on_save"])
+            if job.get("slow_save"):
+                slow_saves(job["slow_save"])
             try:
                 charrnn.cli.main.main(args=job["argv"], prog_name="charrnn")
                 code = 0
@@ -109,10 +120,16 @@ class Zygote:
             raise RuntimeError("the zygote process died")
         return line.strip()
 
-    def start(self, argv: list, cwd: Path, log: Path, kill_on_save: int | None = None) -> int:
-        """Fork a child running `charrnn <argv>` in `cwd`, its output going to `log`; returns its pid."""
+    def start(self, argv: list, cwd: Path, log: Path, kill_on_save: int | None = None,
+              slow_save: float | None = None) -> int:
+        """Fork a child running `charrnn <argv>` in `cwd`, its output going to `log`; returns its pid.
+
+        `kill_on_save=n`: SIGKILL in the middle of the n-th checkpoint write. `slow_save=s`: every
+        checkpoint write lingers `s` seconds in its temporary file (a slow disk).
+        """
         assert self.pid is None, "one child at a time"
-        job = {"argv": [str(a) for a in argv], "cwd": str(cwd), "log": str(log), "kill_on_save": kill_on_save}
+        job = {"argv": [str(a) for a in argv], "cwd": str(cwd), "log": str(log), "kill_on_save": kill_on_save,
+               "slow_save": slow_save}
         self.proc.stdin.write(json.dumps(job) + "\n")
         self.proc.stdin.flush()
         kind, pid = self._read().split()
