@@ -124,6 +124,18 @@ class NumpyEngine:
         self.tmp = np.empty((n, H), np.float32)
         self.rows = np.empty((n, G * H), np.float32)
         self.logits = np.empty((n, self.vocab_size), np.float32)
+        self.head_in = self.hs[:, (L - 1) * H :]  # last layer's h and the constant 1
+        if self.kind == "lstm":
+            # Every view one LSTM step touches, made once: at batch 1 a step is ~25 small calls,
+            # and slicing afresh each time would add a fifth to their cost.
+            g, hs = self.g, self.hs
+            self.plan = [
+                (hs[:, :H] if i == 0 else hs[:, (i - 1) * H : (i + 1) * H],  # input: h below | own h
+                 self.w_hh[0] if i == 0 else self.w_cat[i],
+                 None if i == 0 else self.bias[i],  # layer 1 adds its table row instead
+                 g[:, : 3 * H], g[:, H : 2 * H], g[:, :H], g[:, 2 * H : 3 * H], g[:, 3 * H :],  # sigmoids, f, i, o, g
+                 self.c[i], hs[:, i * H : (i + 1) * H])
+                for i in range(L)]
 
     # -- state --------------------------------------------------------------------------------
 
@@ -166,9 +178,18 @@ class NumpyEngine:
         else:
             inp = np.take(self.table, ids, axis=0, out=self.rows)
         if self.kind == "lstm":
-            self._lstm_layer(0, hs[:, :H], self.w_hh[0], inp)
-            for i in range(1, L):
-                self._lstm_layer(i, hs[:, (i - 1) * H : (i + 1) * H], self.w_cat[i], self.bias[i])
+            tmp = self.tmp
+            for x, w, bias, sig, f, i_gate, o_gate, g_gate, c, h in self.plan:
+                np.matmul(x, w, out=g)
+                g += inp if bias is None else bias
+                np.tanh(g, out=g)  # i, f, o: tanh(x/2) (rows pre-scaled); g: tanh(x)
+                sig *= 0.5
+                sig += 0.5  # now sigmoid(x)
+                c *= f
+                np.multiply(i_gate, g_gate, out=tmp)
+                c += tmp
+                np.tanh(c, out=tmp)
+                np.multiply(o_gate, tmp, out=h)  # h = o * tanh(c)
         elif self.kind == "rnn":
             for i in range(L):
                 x, w, b = (hs[:, :H], self.w_hh[0], inp) if i == 0 else \
@@ -184,23 +205,8 @@ class NumpyEngine:
                     np.matmul(hs[:, (i - 1) * H : i * H], self.w_ih[i], out=g)
                     g += self.bias[i]
                 self._gru_layer(i)
-        np.matmul(hs[:, (L - 1) * H :], self.head, out=self.logits)
+        np.matmul(self.head_in, self.head, out=self.logits)
         return self.logits
-
-    def _lstm_layer(self, i: int, x: np.ndarray, w: np.ndarray, add: np.ndarray) -> None:
-        H, g, tmp = self.hidden_size, self.g, self.tmp
-        np.matmul(x, w, out=g)
-        g += add
-        np.tanh(g, out=g)  # i, f, o: tanh(x/2) (rows pre-scaled); g: tanh(x)
-        sig = g[:, : 3 * H]
-        sig *= 0.5
-        sig += 0.5  # now sigmoid(x)
-        c = self.c[i]
-        c *= g[:, H : 2 * H]  # f * c
-        np.multiply(g[:, :H], g[:, 3 * H :], out=tmp)  # i * g
-        c += tmp
-        np.tanh(c, out=tmp)
-        np.multiply(g[:, 2 * H : 3 * H], tmp, out=self.hs[:, i * H : (i + 1) * H])  # h = o * tanh(c)
 
     def _gru_layer(self, i: int) -> None:
         H, g, gh, tmp = self.hidden_size, self.g, self.gh, self.tmp

@@ -428,17 +428,21 @@ class _FastChooser:
             self._resize(rows)
         if self.greedy:
             ids = logits.argmax(axis=1)
+        elif len(rows) == 1:  # the same arithmetic on 1-D views: fewer, cheaper calls
+            z, cdf = self.z[0], self.cdf[0]
+            np.multiply(logits[0], self.inv_t, out=z)
+            z -= z.max()  # finite however small the temperature
+            np.exp(z, out=z)
+            np.cumsum(z, out=cdf)
+            ids = np.array([min(int(cdf.searchsorted(u[0] * cdf[-1], "right")), self.vocab_size - 1)])
         else:
             z, cdf = self.z, self.cdf
             np.multiply(logits, self.inv_t, out=z)
-            z -= z.max(axis=1, keepdims=True)  # finite however small the temperature
+            z -= z.max(axis=1, keepdims=True)
             np.exp(z, out=z)
             np.cumsum(z, axis=1, out=cdf)
-            if len(cdf) == 1:
-                ids = np.array([min(int(cdf[0].searchsorted(u[0] * cdf[0, -1], "right")), self.vocab_size - 1)])
-            else:
-                ids = np.count_nonzero(cdf <= (u * cdf[:, -1])[:, None], axis=1)
-                np.minimum(ids, self.vocab_size - 1, out=ids)  # only if u * total rounded up to total
+            ids = np.count_nonzero(cdf <= (u * cdf[:, -1])[:, None], axis=1)
+            np.minimum(ids, self.vocab_size - 1, out=ids)  # only if u * total rounded up to total
         self.logits[self.k] = logits
         self.ids[self.k] = ids
         self.k += 1
