@@ -80,9 +80,6 @@ def plot_losses(history: dict[str, list], out: str | os.PathLike,
 # ----------------------------------------------------------------------------------------------
 # Temperature sweep figures (data: the `summary` rows of charrnn.sweep, plain dicts)
 
-_SWEEP_COLORS = {"mean": "tab:blue", "greedy": "tab:red"}
-
-
 def _save_png_svg(fig: Any, out: str | os.PathLike, dpi: int = 100) -> tuple[Path, Path]:
     """Write `fig` as <out>.png and <out>.svg, each through a temporary file and a rename."""
     plt = _pyplot()
@@ -111,9 +108,9 @@ def _sweep_axis(ax: Any, summary: list[dict[str, Any]], key: str, *, color: str 
                         color=color, alpha=0.18, lw=0)
         ax.plot(xs, [s["mean"] * scale for s in stats], "o-", color=color, ms=3.5, lw=1.5, label=label)
     for r in summary:
-        if r["greedy"]:
-            ax.plot([0.0], [r["metrics"][key]["mean"] * scale], "*", color=_SWEEP_COLORS["greedy"], ms=10,
-                    label="greedy" if label is None else None, zorder=5)
+        if r["greedy"]:  # a star in the series' colour, so stacked greedy points stay attributable
+            ax.plot([0.0], [r["metrics"][key]["mean"] * scale], "*", color=color, mec="black", mew=0.6, ms=11,
+                    zorder=5)
     ax.set_xlim(left=-0.05)
     ax.grid(alpha=0.3)
 
@@ -136,7 +133,8 @@ def plot_sweep(summary: list[dict[str, Any]], out: str | os.PathLike, *, metrics
         ax.set_visible(False)
     handles = [plt.Line2D([], [], color="tab:blue", marker="o", ms=3.5, label="mean over samples"),
                plt.matplotlib.patches.Patch(color="tab:blue", alpha=0.18, label="min to max"),
-               plt.Line2D([], [], color=_SWEEP_COLORS["greedy"], marker="*", ls="", ms=10, label="greedy (argmax)")]
+               plt.Line2D([], [], color="tab:blue", mec="black", mew=0.6, marker="*", ls="", ms=11,
+                          label="greedy (argmax), at T=0")]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=11)
     return _save_png_svg(fig, out)
