@@ -59,7 +59,7 @@ def score_text(model: CharRNN, vocab: Vocab, text: str, *, context: str = "", un
         ids = vocab.encode(context + text, unknown=unknown)
         scored_from = len(vocab.encode(context, unknown=unknown)) if context else 1
     except CharRNNError as exc:
-        raise CharRNNError(f"text {exc}; use --unknown skip to drop them") from None
+        raise CharRNNError(f"scored {exc}; use --unknown skip to drop them") from None  # "scored text contains ..."
     if context and scored_from == 0:
         raise CharRNNError("the context has no character the model knows")
     if len(ids) - scored_from < 1:
