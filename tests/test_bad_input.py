@@ -130,6 +130,7 @@ CASES = [
     ("train", None, ["train", "{root}/play.txt", "--batch-size", "-4"], ["--batch-size", "-4"]),
     ("train", None, ["train", "{root}/play.txt", "--max-steps", "0"], ["--max-steps", "0"]),
     ("train", None, ["train", "{root}/play.txt", "--seq-len", "99999999"], ["--seq-len", "99999999"]),
+    ("train", None, ["train", "{root}/play.txt", "--sample-length", "100000000"], ["--sample-length", "100000000"]),
     ("train", None, ["train", "{root}/play.txt", "--hidden-size", "65536", "--num-layers", "64", "--max-steps", "1"],
      ["GiB", "smaller --hidden-size"]),
     ("train", None, ["train", "{root}/play.txt", "--time-budget", "0s"], ["duration must be positive"]),
