@@ -118,6 +118,9 @@ class _Progress:
                     f"best val {val} | {event['chars_per_sec'] / 1000:.1f}k chars/s | "
                     f"{_fmt_time(event['elapsed'])} elapsed, {_fmt_time(event['time_left'])} left")
             click.echo(("\r" + line + "\x1b[K") if self.tty else line, err=True, nl=not self.tty)
+        elif kind == "sample":
+            prefix = "\n" if self.tty else ""
+            click.echo(f"{prefix}sample at step {event['step']}:\n  | " + event["sample"].replace("\n", "\n  | "), err=True)
         elif kind == "eval":
             mark = " (best, saved)" if event["improved"] else ""
             prefix = "\n" if self.tty else ""
@@ -163,6 +166,7 @@ def _runs_dir_for(text_file: str) -> Path:
 @click.option("--val-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, help="Share of the text (its end) held out for validation.  [default: 0.1]")
 @click.option("--patience", type=click.IntRange(1), default=None, help="Stop after this many evaluations without improvement.")
 @click.option("--stateful/--no-stateful", default=None, help="Carry the hidden state across windows (truncated BPTT).  [default: stateful]")
+@click.option("--sample-interval", type=click.IntRange(0), default=None, help="Steps between samples in the log (0: a sample at each evaluation).")
 @click.option("--sample-length", type=click.IntRange(0, 100_000), default=None, help="Characters of sample printed at each evaluation (0: none).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=None, help="bf16 autocast where the hardware is fast at it.  [default: auto]")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps.  [default: auto]")
@@ -420,8 +424,8 @@ def inspect(checkpoint: Path | None, device: str, prime: str | None, prime_file:
     """Generate as `sample` does and show, for each position, the context and the top candidates.
 
     The probabilities are those of the distribution the character was drawn from (after
-    temperature, top-k/top-p and the repetition penalty). The same seed gives the same text as
-    `charrnn sample`.
+    temperature, top-k/top-p and the repetition penalty; with --greedy, the model's own at T=1).
+    The same seed gives the same text as `charrnn sample`.
     """
     _inspect(checkpoint, device, prime, prime_file, stop, seed, temperature, length, unknown, top, as_csv,
              context_width, decoding)

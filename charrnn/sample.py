@@ -347,9 +347,11 @@ class StepResult:
 
 def decode_step(logits: np.ndarray, decoding: Decoding, u: np.ndarray, u_eps: np.ndarray | None = None,
                 recent: np.ndarray | None = None, want_probs: bool = False) -> StepResult:
-    """One step of the full chain for a batch of logits (N, V)."""
-    if decoding.is_plain and not want_probs:
-        return _plain_step(logits, decoding.temperature, u)
+    """One step of the full chain for a batch of logits (N, V).
+
+    With `want_probs`, greedy decoding reports the model's distribution at T=1 (after the
+    repetition penalty) rather than the one-hot it chooses from: that is what a reader wants to see.
+    """
     probs = sampling_distribution(logits, decoding, recent)
     rows = np.arange(len(probs))
     if decoding.is_greedy:
@@ -362,32 +364,14 @@ def decode_step(logits: np.ndarray, decoding: Decoding, u: np.ndarray, u_eps: np
     chosen = probs[rows, ids]
     with np.errstate(divide="ignore"):
         logp = np.log(chosen)
-    return StepResult(ids=ids, logp=logp, model_logp=_log_softmax_at(logits, ids), entropy=_entropy(probs),
-                      probs=probs if want_probs else None)
-
-
-def _plain_step(logits: np.ndarray, temperature: float, u: np.ndarray) -> StepResult:
-    """Temperature sampling with as few NumPy calls as possible (it runs once per character)."""
-    z = logits.astype(np.float64)
-    z -= z.max(axis=1, keepdims=True)
-    shifted = z  # the model's own (T=1) view, for the nll
-    if temperature != 1.0:
-        shifted = z.copy()
-        z *= 1.0 / temperature
-    e = np.exp(z)
-    cdf = np.cumsum(e, axis=1)
-    total = cdf[:, -1]
-    ids = np.count_nonzero(cdf <= (u * total)[:, None], axis=1)
-    np.minimum(ids, z.shape[1] - 1, out=ids)  # only when u * total rounds up to total
-    rows = np.arange(len(z))
-    log_total = np.log(total)
-    logp = z[rows, ids] - log_total
-    entropy = log_total - np.einsum("ij,ij->i", e, z) / total
-    if shifted is z:
-        model_logp = logp
-    else:
-        model_logp = shifted[rows, ids] - np.log(np.exp(shifted).sum(axis=1))
-    return StepResult(ids=ids, logp=logp, model_logp=model_logp, entropy=entropy)
+    result = StepResult(ids=ids, logp=logp, model_logp=_log_softmax_at(logits, ids), entropy=_entropy(probs))
+    if want_probs:
+        shown = decoding
+        if decoding.is_greedy:
+            shown = Decoding(temperature=1.0, repetition_penalty=decoding.repetition_penalty,
+                             repetition_window=decoding.repetition_window)
+        result.probs = probs if shown is decoding else sampling_distribution(logits, shown, recent)
+    return result
 
 
 # ----------------------------------------------------------------------------------------------
@@ -778,7 +762,7 @@ def inspect_steps(model: CharRNN, vocab: Vocab, length: int, *, top: int = 5, pr
     """Generate like `generate` (same seed, same text) and describe every step.
 
     The probabilities are those of the sampling distribution (after temperature, filters and
-    penalty) that the character was drawn from. `context_chars` keeps only the end of the context
+    penalty) that the character was drawn from; for greedy decoding, the model's own (T=1). `context_chars` keeps only the end of the context
     (None keeps all of it, which grows with the text).
     """
     if not isinstance(top, int) or isinstance(top, bool) or top < 1:

@@ -260,3 +260,11 @@ def test_bad_generation_arguments_are_clear(peaky):
         generate(model, vocab, 5, stop=["Z"])
     with pytest.raises(CharRNNError, match="beam width"):
         beam_search(model, vocab, 5, width=0)
+
+
+def test_inspect_under_greedy_shows_the_models_distribution(peaky):
+    model, vocab = peaky
+    views = list(inspect_steps(model, vocab, 10, top=3, prime="to be", decoding=Decoding(greedy=True)))
+    assert "".join(v.chosen for v in views) == generate(model, vocab, 10, prime="to be", greedy=True)
+    for v in views:
+        assert v.chosen == v.candidates[0][0] and 0 < v.chosen_prob < 1 and v.candidates[1][1] > 0
