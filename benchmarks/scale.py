@@ -18,11 +18,13 @@ process that reports its own peak RSS (VmHWM), so one measurement cannot inflate
             the model and its optimizer state, activations, evaluation, plotting, saving). Peak RSS
             on a big corpus minus the baseline's is compared with the id files' size difference.
 
-Throughput: the same run (2x256 LSTM, global batch 32 x 100, tiny Shakespeare) on one process
-(2 threads, torch's default here), one process with 1 thread, and `torchrun --nproc_per_node 2`
-(1 thread each, torchrun's default); characters/s from metrics.jsonl after a warm-up, total and
-per process, best of --repeats alternating rounds. Ratios are against the 1-process run measured
-in the same invocation.
+Throughput: the same Trainer.run() (2x256 LSTM, global batch 32 x 100, tiny Shakespeare) on one
+process (2 threads, torch's default here), one process with 1 thread, and `torchrun
+--nproc_per_node 2` (1 thread each, torchrun's default); characters/s of wall clock after a
+warm-up, total and per process, best of --repeats alternating rounds, and characters per
+CPU-second of one process (work per core, which hardly depends on the machine's other load: on an
+idle machine with a core per process, N processes run at about N x that rate). Ratios are against
+runs measured in the same invocation.
 """
 
 from __future__ import annotations
@@ -164,43 +166,70 @@ def build_corpus(path: Path, size: int, data_dir: Path, seed: int = 0) -> float:
 # throughput
 
 
+def child_tp_worker(corpus: str, cache: str, steps: int, out_json: str, run_dir: str) -> None:
+    """One training run through Trainer.run(), under torchrun or alone; rank 0 records each step's
+    wall clock and its own CPU time (CPU time hardly depends on what else the machine runs)."""
+    import torch
+
+    from charrnn.config import ModelConfig, TrainConfig
+    from charrnn.corpus_cache import CorpusFiles
+    from charrnn.distributed import shutdown
+    from charrnn.train import Trainer
+
+    marks: list[tuple[int, float, float]] = []
+
+    def log(event: dict) -> None:
+        if event["event"] == "step":
+            marks.append((event["step"], time.perf_counter(), time.process_time()))
+
+    cfg = TrainConfig(batch_size=32, seq_len=100, max_steps=steps, time_budget=None, eval_interval=10 * steps,
+                      log_interval=1, val_frac=0.01, device="cpu", precision="fp32", sample_length=0, lr=2e-3)
+    trainer = Trainer(CorpusFiles([corpus], cache_dir=cache), run_dir, ModelConfig(**MODEL), cfg, log=log)
+    trainer.run()
+    if trainer.dist.is_main:
+        Path(out_json).write_text(json.dumps({"marks": marks, "threads": torch.get_num_threads(),
+                                              "world_size": trainer.dist.world_size}))
+    shutdown()
+
+
 def _throughput_run(procs: int, threads: int, corpus: Path, cache: Path, out: Path, steps: int) -> dict:
-    flags = ["--embed-dim", str(MODEL["embed_dim"]), "--hidden-size", str(MODEL["hidden_size"]),
-             "--num-layers", str(MODEL["num_layers"]), "--dropout", "0", "--batch-size", "32", "--seq-len", "100",
-             "--max-steps", str(steps), "--eval-interval", str(10 * steps), "--val-frac", "0.01",
-             "--device", "cpu", "--precision", "fp32", "--sample-length", "0", "--lr", "2e-3", "-q",
-             "--cache-dir", str(cache), "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    worker = [str(Path(__file__).resolve()), "--child", "tp-worker", str(corpus), str(cache), str(steps),
+              str(out / "marks.json"), str(out / "run")]
     if procs == 1:
-        cmd = [sys.executable, "-m", "charrnn", "train", str(corpus), *flags]
+        cmd = [sys.executable, *worker]
     else:
         torchrun = Path(sys.executable).with_name("torchrun")
         launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
-        cmd = [*launcher, "--standalone", "--nproc_per_node", str(procs), "-m", "charrnn", "train", str(corpus), *flags]
+        cmd = [*launcher, "--standalone", "--nproc_per_node", str(procs), *worker]
     shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode:
         raise SystemExit(f"training run failed ({procs} processes):\n{proc.stderr[-3000:]}")
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rec = json.loads((out / "marks.json").read_text())
+    assert rec["world_size"] == procs and rec["threads"] == threads, rec
+    marks = {step: (wall, cpu) for step, wall, cpu in rec["marks"]}
     warm = max(5, steps // 5)  # skip start-up: first steps allocate, DDP builds its buckets
-    t = {r["step"]: r["time"] for r in rows}
-    chars = (steps - warm) * 32 * 100
-    total = chars / (t[steps] - t[warm])
-    return {"procs": procs, "threads": threads, "chars_per_s": total, "per_process": total / procs}
+    chars = (steps - warm) * 32 * 100  # the global batch
+    wall = marks[steps][0] - marks[warm][0]
+    cpu = marks[steps][1] - marks[warm][1]  # rank 0's, all its threads
+    return {"chars_per_s": chars / wall, "chars_per_cpu_s": chars / procs / cpu}
 
 
 def throughput(corpus: Path, cache: Path, work: Path, steps: int, repeats: int) -> list[dict]:
     configs = [(1, 2), (1, 1), (2, 1)]
-    results: dict[tuple[int, int], list[float]] = {c: [] for c in configs}
+    runs: dict[tuple[int, int], list[dict]] = {c: [] for c in configs}
     for _ in range(repeats):  # alternate, so a burst of load elsewhere hits every configuration
         for procs, threads in configs:
-            r = _throughput_run(procs, threads, corpus, cache, work / f"tp-{procs}x{threads}", steps)
-            results[(procs, threads)].append(r["chars_per_s"])
+            runs[(procs, threads)].append(_throughput_run(procs, threads, corpus, cache,
+                                                          work / f"tp-{procs}x{threads}", steps))
     out = []
-    for (procs, threads), rates in results.items():
-        best = max(rates)
+    for (procs, threads), rs in runs.items():
+        best = max(r["chars_per_s"] for r in rs)
         out.append({"procs": procs, "threads": threads, "chars_per_s": best, "per_process": best / procs,
-                    "median": statistics.median(rates), "runs": rates})
+                    "median": statistics.median(r["chars_per_s"] for r in rs),
+                    "chars_per_cpu_s": max(r["chars_per_cpu_s"] for r in rs)})
     return out
 
 
@@ -227,6 +256,8 @@ def main() -> None:
             print(json.dumps(child_prepare(rest[0], rest[1], float(rest[2]))))
         elif kind == "naive":
             print(json.dumps(child_naive(rest[0], float(rest[1]))))
+        elif kind == "tp-worker":
+            child_tp_worker(rest[0], rest[1], int(rest[2]), rest[3], rest[4])
         elif kind == "train":
             print(json.dumps(child_train(rest[0], rest[1], float(rest[2]), int(rest[3]), rest[4])))
         return
@@ -281,10 +312,13 @@ def main() -> None:
         base = next(r for r in rows if r["procs"] == 1 and r["threads"] == 2)["chars_per_s"]
         print(f"\nthroughput, global batch 32 x 100, 2x256 LSTM, {args.throughput_steps} steps "
               f"(best of {args.repeats}; load average now {os.getloadavg()[0]:.2f}):")
+        single = next(r for r in rows if r["procs"] == 1 and r["threads"] == 1)
         for r in rows:
             print(f"  {r['procs']} process(es) x {r['threads']} thread(s): {r['chars_per_s']:,.0f} chars/s total, "
                   f"{r['per_process']:,.0f} per process (median {r['median']:,.0f}) -> {r['chars_per_s'] / base:.2f}x "
-                  f"the 1-process run")
+                  f"the 1x2 run, {r['chars_per_s'] / single['chars_per_s']:.2f}x the 1x1 run; "
+                  f"{r['chars_per_cpu_s']:,.0f} chars per CPU-second per process "
+                  f"({r['chars_per_cpu_s'] / single['chars_per_cpu_s']:.2f}x the 1x1 run's)")
         shutil.rmtree(work / "cache-tp", ignore_errors=True)
     print(f"\nload average at end: {os.getloadavg()}")
 
