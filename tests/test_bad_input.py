@@ -14,6 +14,7 @@ import os
 import pytest
 import torch
 from click.testing import CliRunner
+from training_procs import one_thread
 
 from charrnn import checkpoint, config
 from charrnn.cli import main
@@ -36,6 +37,13 @@ def assert_one_line_error(result, fragments):
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
     return errors[0]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models: a second thread only adds waiting on a busy machine."""
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

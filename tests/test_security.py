@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import copy
 import pickle
-import time
 
 import pytest
 import torch
 from click.testing import CliRunner
+from training_procs import one_thread
 
 from charrnn import checkpoint
 from charrnn.cli import main
@@ -34,6 +34,13 @@ def one_error_line(result) -> str:
     errors = [line for line in result.output.splitlines() if line.startswith("Error")]
     assert len(errors) == 1, result.output
     return errors[0]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models: a second thread only adds waiting on a busy machine."""
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -201,12 +208,10 @@ def test_crafted_metadata_is_refused_before_any_tensor_is_used(work, tmp_path, m
         return real_model(config)
 
     monkeypatch.setattr(checkpoint, "CharRNN", spy)
-    t0 = time.perf_counter()
     with pytest.raises(CharRNNError) as info:
         checkpoint.load(run_dir)
     assert fragment in str(info.value), str(info.value)
     assert all(device == "meta" for _, device in built), built  # nothing allocated for a bad file
-    assert time.perf_counter() - t0 < 10  # the huge claim costs nothing
     line = one_error_line(invoke(["sample", "-c", run_dir, "-n", "5"]))
     assert fragment in line
 
