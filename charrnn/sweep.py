@@ -432,7 +432,9 @@ def write(result: SweepResult, out_dir: str | os.PathLike) -> dict[str, Path]:
     _write_text(files["summary_csv"], _summary_csv(result.summary))
     files["metrics_json"] = out / "metrics.json"
     _write_json(files["metrics_json"], result.to_dict())
-    title = f"{result.source.get('corpus_name', 'corpus')}: {result.source.get('model', 'model')}"
+    loss = result.source.get("best_val_loss")
+    title = (f"{result.source.get('corpus_name', 'corpus')}: {result.source.get('model', 'model')}"
+             + (f" (validation loss {loss:.3f} nats/char)" if isinstance(loss, (int, float)) else ""))
     subtitle = (f"{result.config.num_samples} samples x {result.config.length} chars per temperature, seed "
                 f"{result.config.seed}; line = mean, band = min to max")
     infos = [asdict(m) for m in METRICS]
