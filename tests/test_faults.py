@@ -84,7 +84,7 @@ def test_signal_saves_resumable_checkpoint_and_resume_matches_a_straight_run(zyg
                                     stderr=subprocess.STDOUT, cwd=tmp_path, env=child_env())
             wait_for(lambda: len(metric_rows(run_dir)) >= 2, what="training to start")
             proc.send_signal(sig)
-            code = proc.wait(timeout=120)
+            code = proc.wait(timeout=900)
     else:  # Ctrl-C, in a forked copy of the CLI
         pid = zygote.start(argv, tmp_path, log)
         wait_for(lambda: len(metric_rows(run_dir)) >= 2, what="training to start")

@@ -161,7 +161,7 @@ class Zygote:
         self.close()
 
 
-def wait_for(condition, timeout: float = 120.0, what: str = "condition", poll: float = 0.01) -> None:
+def wait_for(condition, timeout: float = 900.0, what: str = "condition", poll: float = 0.01) -> None:
     """Poll `condition()` until it is true; fail after `timeout` seconds (slow shared machines)."""
     deadline = time.monotonic() + timeout
     while not condition():
