@@ -429,7 +429,8 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CharRNNError(f"cannot create run folder {self.run_dir}: {exc.strerror or exc}") from None
-        checkpoint.remove_stale_temp_files(self.run_dir)  # half-written files of a killed run
+        if self.dist.is_main:  # the one writer; another rank would delete rank 0's writes in flight
+            checkpoint.remove_stale_temp_files(self.run_dir)  # half-written files of a killed run
         self.model.train()
         stop = _StopFlag()
         start_elapsed = self.elapsed
