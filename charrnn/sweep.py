@@ -269,6 +269,9 @@ def run(model: Any, vocab: Any, corpus_text: str, config: SweepConfig | None = N
 
     config = config or SweepConfig()
     progress = on_progress or (lambda event: None)
+    unknown = vocab.unknown(config.prime)
+    if unknown:
+        raise CharRNNError(f"the prime has characters the model never saw: {''.join(unknown)!r}")
     started = time.perf_counter()
     if index is None:
         progress({"event": "index", "chars": len(corpus_text)})

@@ -161,6 +161,12 @@ def test_checks_fail_when_a_property_is_missing():
     assert all(math.isnan(v) for v in sweep.correlations(summary).values())
 
 
+def test_a_prime_the_model_cannot_read_is_refused(trained):
+    ckpt, text, _ = trained
+    with pytest.raises(CharRNNError, match="never saw"):
+        sweep.run(ckpt.model, ckpt.vocab, text, sweep.SweepConfig(prime="the €"))
+
+
 def run_cli(args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
