@@ -21,7 +21,7 @@ Every baseline is checked to produce the torch model's logits before it is timed
 count runs in its own process (OpenBLAS reads its thread count at start-up); variants are timed
 round-robin and the best of --repeats is kept, so a burst of load from elsewhere hits all alike.
 
-    python benchmarks/sample_speed.py            # full run, ~2 minutes on 2 idle cores
+    python benchmarks/sample_speed.py            # full run, ~3 minutes on 2 idle cores
     python benchmarks/sample_speed.py --smoke    # a few seconds: tiny model, one thread count
 """
 
@@ -265,8 +265,8 @@ def main() -> None:
     parser.add_argument("--models", default="2x256,2x512", help="LAYERSxHIDDEN list (default 2x256,2x512)")
     parser.add_argument("--steps", type=int, default=2000, help="characters per batch-1 run")
     parser.add_argument("--slow-steps", type=int, default=300, help="characters per torch_eager run (it is slow)")
-    parser.add_argument("--steps64", type=int, default=150, help="steps per batch-64 run")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps64", type=int, default=100, help="steps per batch-64 run")
+    parser.add_argument("--repeats", type=int, default=7, help="round-robin rounds; the best of each variant is kept")
     parser.add_argument("--json", help="also write the raw figures here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

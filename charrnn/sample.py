@@ -75,12 +75,6 @@ class Decoding:
         return self.greedy or self.temperature < GREEDY_BELOW
 
     @property
-    def is_plain(self) -> bool:
-        """Plain temperature sampling: no filter, no penalty, no ε (the fast path)."""
-        return (not self.is_greedy and self.top_k is None and (self.top_p is None or self.top_p >= 1.0)
-                and self.epsilon == 0 and self.repetition_penalty == 1.0)
-
-    @property
     def strategy(self) -> str:
         rep = f" rep={self.repetition_penalty:g}/{self.repetition_window}" if self.repetition_penalty != 1.0 else ""
         if self.is_greedy:
@@ -271,6 +265,7 @@ def filtered_logits(logits: np.ndarray | torch.Tensor, decoding: Decoding, recen
         x -= math.log(decoding.repetition_penalty) * (recent > 0)
     if decoding.is_greedy:
         return x
+    x -= x.max(axis=1, keepdims=True)  # <= 0: dividing by a tiny temperature gives -inf, never inf - inf
     x /= decoding.temperature
     vocab_size = x.shape[1]
     if decoding.top_k is not None and decoding.top_k < vocab_size:
@@ -382,15 +377,16 @@ class _FastChooser:
     """Plain temperature sampling or greedy for the hot loop: the choice now, the statistics later.
 
     At batch 1 the model step costs tens of microseconds and every NumPy call about one, so the
-    draw is a handful of calls, and the log-probabilities and entropies are computed for a block
-    of steps at once (from a copy of their logits) instead of a dozen calls per step.
+    draw is a handful of float32 calls, and the log-probabilities and entropies are computed for a
+    block of steps at once (from a copy of their logits) instead of a dozen calls per step.
     """
 
     MAX_BLOCK_BYTES = 1 << 20
+    MAX_INV_T = 1e30  # below T = 1e-30 every gap is infinite in float32 anyway; keeps 0 * 1/T finite
 
     def __init__(self, decoding: Decoding, vocab_size: int, totals: dict[str, np.ndarray]):
         self.greedy = decoding.is_greedy
-        self.inv_t = 1.0 if self.greedy else 1.0 / decoding.temperature
+        self.inv_t = 1.0 if self.greedy else min(1.0 / decoding.temperature, self.MAX_INV_T)
         self.vocab_size = vocab_size
         self.totals = totals
         self.rows: np.ndarray | None = None
@@ -402,8 +398,8 @@ class _FastChooser:
         self.block = max(1, min(64, self.MAX_BLOCK_BYTES // (4 * n * v)))
         self.logits = np.empty((self.block, n, v), np.float32)
         self.ids = np.empty((self.block, n), np.intp)
-        self.z = np.empty((n, v), np.float64)
-        self.cdf = np.empty((n, v), np.float64)
+        self.z = np.empty((n, v), np.float32)
+        self.cdf = np.empty((n, v), np.float32)
         self.k = 0
 
     def choose(self, logits: np.ndarray, u: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -414,18 +410,19 @@ class _FastChooser:
             ids = logits.argmax(axis=1)
         elif len(rows) == 1:  # the same arithmetic on 1-D views: fewer, cheaper calls
             z, cdf = self.z[0], self.cdf[0]
-            np.multiply(logits[0], self.inv_t, out=z)
-            z -= z.max()  # finite however small the temperature
+            row = logits[0]
+            np.subtract(row, row.max(), out=z)  # <= 0: finite however small the temperature
+            z *= self.inv_t
             np.exp(z, out=z)
             np.cumsum(z, out=cdf)
             ids = np.array([min(int(cdf.searchsorted(u[0] * cdf[-1], "right")), self.vocab_size - 1)])
         else:
             z, cdf = self.z, self.cdf
-            np.multiply(logits, self.inv_t, out=z)
-            z -= z.max(axis=1, keepdims=True)
+            np.subtract(logits, logits.max(axis=1, keepdims=True), out=z)
+            z *= self.inv_t
             np.exp(z, out=z)
             np.cumsum(z, axis=1, out=cdf)
-            ids = np.count_nonzero(cdf <= (u * cdf[:, -1])[:, None], axis=1)
+            ids = np.add.reduce(cdf <= (u * cdf[:, -1])[:, None], axis=1, dtype=np.intp)
             np.minimum(ids, self.vocab_size - 1, out=ids)  # only if u * total rounded up to total
         self.logits[self.k] = logits
         self.ids[self.k] = ids
@@ -435,26 +432,31 @@ class _FastChooser:
         return ids
 
     def flush(self) -> None:
-        """Add the statistics of the buffered steps to the per-sample totals."""
+        """Add the statistics of the buffered steps to the per-sample totals (float32 per step,
+        float64 sums)."""
         k, rows = self.k, self.rows
         if not k or rows is None:
             return
         self.k = 0
-        x = self.logits[:k].astype(np.float64)  # (k, n, V)
+        x = self.logits[:k]  # (k, n, V)
         ids = self.ids[:k, :, None]
-        x -= x.max(axis=2, keepdims=True)
-        model_logp = np.take_along_axis(x, ids, axis=2)[..., 0] - np.log(np.exp(x).sum(axis=2))
+        s = x - x.max(axis=2, keepdims=True)
+        e = np.exp(s)
+        total = e.sum(axis=2, dtype=np.float64)
+        log_total = np.log(total)
+        model_logp = np.take_along_axis(s, ids, axis=2)[..., 0] - log_total
         t = self.totals
-        t["nll"][rows] -= model_logp.sum(axis=0)
+        t["nll"][rows] -= model_logp.sum(axis=0, dtype=np.float64)
         t["counts"][rows] += k
         if self.greedy:
             return  # the choice was certain: log p = 0 and entropy 0
-        z = x * self.inv_t
-        e = np.exp(z)
-        total = e.sum(axis=2)
-        log_total = np.log(total)
-        t["logprob"][rows] += (np.take_along_axis(z, ids, axis=2)[..., 0] - log_total).sum(axis=0)
-        t["entropy"][rows] += (log_total - (e * z).sum(axis=2) / total).sum(axis=0)
+        if self.inv_t != 1.0:  # at T = 1 the sampling distribution is the model's
+            s *= self.inv_t
+            np.exp(s, out=e)
+            total = e.sum(axis=2, dtype=np.float64)
+            log_total = np.log(total)
+        t["logprob"][rows] += (np.take_along_axis(s, ids, axis=2)[..., 0] - log_total).sum(axis=0)
+        t["entropy"][rows] += (log_total - np.einsum("kbv,kbv->kb", e, s, dtype=np.float64) / total).sum(axis=0)
 
 
 class Generation:
@@ -506,7 +508,9 @@ class Generation:
         exploit = _Uniforms(self.seeds, 1) if decoding.epsilon > 0 and not decoding.is_greedy else None
         penalise = decoding.repetition_penalty != 1.0
         fast = None
-        if not self.want_probs and not penalise and (decoding.is_plain or decoding.is_greedy):
+        unfiltered = (decoding.top_k is None or decoding.top_k >= len(self.vocab)) and \
+            (decoding.top_p is None or decoding.top_p >= 1.0)
+        if not self.want_probs and not penalise and (decoding.is_greedy or (unfiltered and decoding.epsilon == 0)):
             fast = _FastChooser(decoding, len(self.vocab), self.totals)
         window = decoding.repetition_window
         recent = np.zeros((n, len(self.vocab)), dtype=np.int32) if penalise else None

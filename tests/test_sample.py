@@ -134,9 +134,12 @@ def test_filters_restrict_the_distribution():
 
 def test_tiny_temperature_is_finite_everywhere(peaky):
     model, vocab = peaky
-    (s,) = generate_batch(model, vocab, 100, prime="to", decoding=Decoding(temperature=1e-4), seed=3)
-    assert all(math.isfinite(v) for v in (s.logprob, s.nll, s.entropy))
-    assert s.text == generate(model, vocab, 100, prime="to", greedy=True)
+    greedy = generate(model, vocab, 100, prime="to", greedy=True)
+    for t in (1e-4, 1e-40, 1e-300):
+        for extra in ({}, {"top_k": 5}):  # the fast path and the filtering path
+            (s,) = generate_batch(model, vocab, 100, prime="to", decoding=Decoding(temperature=t, **extra), seed=3)
+            assert all(math.isfinite(v) for v in (s.logprob, s.nll, s.entropy)), (t, extra)
+            assert s.text == greedy, (t, extra)
 
 
 def test_repetition_penalty_breaks_greedy_loops(peaky):

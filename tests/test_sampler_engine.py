@@ -59,3 +59,17 @@ def test_make_engine_picks_numpy_on_cpu():
     assert isinstance(make_engine(model, 2, backend="torch"), TorchEngine)
     with pytest.raises(ValueError):
         make_engine(model, 2, backend="jax")
+
+
+def test_folded_weights_follow_the_model_when_it_changes():
+    model = random_model("lstm", 2)
+    ids = np.array([1, 2])
+    first = NumpyEngine(model, 2).step(ids).copy()
+    assert np.array_equal(NumpyEngine(model, 2).step(ids), first)  # cached fold, same answer
+    with torch.no_grad():
+        model.head.bias.add_(1.0)  # an in-place update, as an optimizer step makes
+    np.testing.assert_allclose(NumpyEngine(model, 2).step(ids), first + 1.0, rtol=1e-5, atol=1e-5)
+    model.load_state_dict(random_model("lstm", 2, hidden=9).state_dict())
+    with torch.no_grad():
+        expected, _ = model(torch.from_numpy(ids).view(2, 1))
+    np.testing.assert_allclose(NumpyEngine(model, 2).step(ids), expected[:, 0].numpy(), rtol=1e-5, atol=1e-5)
