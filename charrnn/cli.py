@@ -166,6 +166,7 @@ def _runs_dir_for(text_file: str) -> Path:
 @click.option("--val-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, help="Share of the text (its end) held out for validation.  [default: 0.1]")
 @click.option("--patience", type=click.IntRange(1), default=None, help="Stop after this many evaluations without improvement.")
 @click.option("--stateful/--no-stateful", default=None, help="Carry the hidden state across windows (truncated BPTT).  [default: stateful]")
+@click.option("--state-reset-prob", type=click.FloatRange(0, 1), default=None, help="Chance per stream and window of restarting from the zero state, so samples start well from short primes.  [default: 0.1]")
 @click.option("--sample-interval", type=click.IntRange(0), default=None, help="Steps between samples in the log (0: a sample at each evaluation).")
 @click.option("--sample-length", type=click.IntRange(0, 100_000), default=None, help="Characters of sample printed at each evaluation (0: none).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=None, help="bf16 autocast where the hardware is fast at it.  [default: auto]")

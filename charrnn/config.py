@@ -116,6 +116,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | mps
     precision: str = "auto"  # auto | fp32 | bf16 (autocast)
     stateful: bool = True  # carry the hidden state across consecutive windows (truncated BPTT)
+    state_reset_prob: float = 0.1  # chance per stream and window of restarting from the zero state
     patience: int | None = None  # evaluations without improvement before stopping early
     sample_interval: int = 0  # steps between short samples in the log (0: only at evaluations)
     sample_length: int = 200
@@ -150,6 +151,8 @@ class TrainConfig:
                f"device must be auto, cpu, cuda or mps, got {self.device!r}")
         _check(self.precision in ("auto", "fp32", "bf16"),
                f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        _check(isinstance(self.state_reset_prob, (int, float)) and 0.0 <= self.state_reset_prob <= 1.0,
+               f"state_reset_prob must be in [0, 1], got {self.state_reset_prob!r}")
         _check(self.patience is None or (isinstance(self.patience, int) and self.patience >= 1),
                f"patience must be a positive integer, got {self.patience!r}")
         _check(isinstance(self.sample_interval, int) and self.sample_interval >= 0,

@@ -358,12 +358,27 @@ class Trainer:
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
-        self.hidden = detach_hidden(hidden) if cfg.stateful else None
+        self.hidden = self._reset_some_rows(detach_hidden(hidden)) if cfg.stateful else None
         self.step += 1
         self.index += 1
         self._lr = lr
         self._grad_norm = grad_norm
         return self.dist.mean(loss.item())  # under torchrun: the whole global batch's loss
+
+    def _reset_some_rows(self, hidden: Hidden) -> Hidden:
+        """Restart a random few streams from the zero state.
+
+        With the state always carried, the model almost never sees a zero state after the first
+        window of an epoch, and then writes nonsense for the first characters after a short prime
+        (the state a sample starts from). A few fresh starts per step teach it that case too.
+        """
+        if not self.cfg.state_reset_prob:
+            return hidden
+        keep = (torch.rand(self.batcher.batch_size) >= self.cfg.state_reset_prob).to(self.device)
+        keep = keep.view(1, -1, 1)
+        if isinstance(hidden, tuple):
+            return tuple(h * keep.to(h.dtype) for h in hidden)  # type: ignore[return-value]
+        return hidden * keep.to(hidden.dtype)
 
     def _check_loss(self, loss: float) -> None:
         if self.first_loss is None:
