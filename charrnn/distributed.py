@@ -8,7 +8,8 @@ the copies identical by averaging gradients (gloo on CPU, nccl on CUDA, one GPU 
   * `--batch-size` is the *global* number of streams. The corpus is laid out as those B contiguous
     streams exactly as in one process, and rank r trains rows [r*B/N, (r+1)*B/N): ranks never see
     the same text in a step, and N processes compute the same gradient as one process with the
-    whole batch (up to float rounding). B must be a multiple of N.
+    whole batch (up to float rounding, and to the random draws - dropout, state resets - which
+    each rank makes from its own generator). B must be a multiple of N.
   * Only rank 0 writes checkpoints, meta.json, metrics.jsonl, plots and log lines.
   * Validation streams are split over the ranks and the losses averaged, and the ranks share one
     clock and one stop signal, so they agree on the learning rate, "improved", early stopping and
@@ -17,8 +18,8 @@ the copies identical by averaging gradients (gloo on CPU, nccl on CUDA, one GPU 
 
 Resuming with another number of processes: the data position, optimizer, learning-rate schedule
 and carried state continue exactly, because they are defined on the global batch; what changes is
-the split of rows over processes (hence throughput) and the dropout randomness of ranks that did
-not exist before (fresh seeds); float rounding of the averaged gradient differs in the last bits.
+the split of rows over processes (hence throughput) and the random draws of ranks that did not
+exist before (fresh seeds); float rounding of the averaged gradient differs in the last bits.
 Resuming with the same number continues exactly.
 """
 
