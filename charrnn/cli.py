@@ -345,6 +345,8 @@ def sample(checkpoint: Path | None, device: str, prime: str | None, prime_file: 
     from .sample import beam_search, check_length, check_num_samples
 
     check_length(length)
+    if length < 1:  # the library allows 0 (a warm-up only); asking the CLI for no text is a mistake
+        raise CharRNNError(f"--length must be at least 1, got {length}")
     check_num_samples(num_samples)
     if show_top is not None:
         if beam is not None or num_samples != 1 or fmt != "text":
@@ -440,6 +442,8 @@ def _inspect(checkpoint: Path | None, device: str, prime: str | None, prime_file
     from .sample import check_length, inspect_steps, step_csv_header, step_csv_row, step_table_header, step_table_row
 
     check_length(length)
+    if length < 1:  # the library allows 0 (a warm-up only); asking the CLI for no text is a mistake
+        raise CharRNNError(f"--length must be at least 1, got {length}")
     if not 1 <= top <= 1000:
         raise CharRNNError(f"number of candidates shown must be in 1..1000, got {top}")
     if not 0 <= context_width <= 10_000:

@@ -74,6 +74,7 @@ def test_resume_continues_the_run(tmp_path, text_file):
     ("corrupt", ["sample", "-c", "{tmp}/corrupt.pt"], ["not a readable charrnn checkpoint"]),
     ("run", ["sample", "-c", "{tmp}/run", "--prime", "Zq"], ["'Z'", "--unknown skip"]),
     ("run", ["sample", "-c", "{tmp}/run", "-t", "-1"], ["-1"]),
+    ("run", ["sample", "-c", "{tmp}/run", "-n", "0"], ["--length must be at least 1"]),
     (None, ["data", "get", "wikipedia"], ["unknown corpus"]),
 ])
 def test_bad_input_gives_one_line_and_nonzero_exit(tmp_path, text_file, setup, args, fragments):
