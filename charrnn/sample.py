@@ -400,6 +400,7 @@ class _FastChooser:
         self.ids = np.empty((self.block, n), np.intp)
         self.z = np.empty((n, v), np.float32)
         self.cdf = np.empty((n, v), np.float32)
+        self.z1, self.cdf1 = self.z[0], self.cdf[0]
         self.k = 0
 
     def choose(self, logits: np.ndarray, u: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -408,20 +409,21 @@ class _FastChooser:
             self._resize(rows)
         if self.greedy:
             ids = logits.argmax(axis=1)
-        elif len(rows) == 1:  # the same arithmetic on 1-D views: fewer, cheaper calls
-            z, cdf = self.z[0], self.cdf[0]
+        elif len(rows) == 1:  # the same arithmetic on 1-D views, with ufunc methods (a third of
+            # the cost of the np.max / np.cumsum wrappers at this size)
+            z, cdf = self.z1, self.cdf1
             row = logits[0]
-            np.subtract(row, row.max(), out=z)  # <= 0: finite however small the temperature
+            np.subtract(row, np.maximum.reduce(row), out=z)  # <= 0: finite however small the temperature
             z *= self.inv_t
             np.exp(z, out=z)
-            np.cumsum(z, out=cdf)
+            np.add.accumulate(z, out=cdf)
             ids = np.array([min(int(cdf.searchsorted(u[0] * cdf[-1], "right")), self.vocab_size - 1)])
         else:
             z, cdf = self.z, self.cdf
-            np.subtract(logits, logits.max(axis=1, keepdims=True), out=z)
+            np.subtract(logits, np.maximum.reduce(logits, axis=1, keepdims=True), out=z)
             z *= self.inv_t
             np.exp(z, out=z)
-            np.cumsum(z, axis=1, out=cdf)
+            np.add.accumulate(z, axis=1, out=cdf)
             ids = np.add.reduce(cdf <= (u * cdf[:, -1])[:, None], axis=1, dtype=np.intp)
             np.minimum(ids, self.vocab_size - 1, out=ids)  # only if u * total rounded up to total
         self.logits[self.k] = logits
