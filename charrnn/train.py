@@ -374,8 +374,11 @@ class Trainer:
         """
         if not self.cfg.state_reset_prob:
             return hidden
-        keep = (torch.rand(self.batcher.batch_size) >= self.cfg.state_reset_prob).to(self.device)
-        keep = keep.view(1, -1, 1)
+        # Drawn for the whole global batch from (seed, step), not from the global RNG: every rank of a
+        # torchrun job and every resume draws the same resets, so N processes compute what one does.
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step)
+        keep = torch.rand(self.cfg.batch_size, generator=gen) >= self.cfg.state_reset_prob
+        keep = keep[self.dist.rows(self.cfg.batch_size)].to(self.device).view(1, -1, 1)
         if isinstance(hidden, tuple):
             return tuple(h * keep.to(h.dtype) for h in hidden)  # type: ignore[return-value]
         return hidden * keep.to(hidden.dtype)
