@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from charrnn.config import ModelConfig
-from charrnn.engine import NumpyEngine
+from charrnn.engine import NumpyEngine, prefers_torch
 from charrnn.model import CharRNN
 from charrnn.runtime import onednn_disabled
 from charrnn.sample import Decoding, _FastChooser, generate_batch
@@ -171,7 +171,7 @@ def variants(model: CharRNN, batch: int, steps: int, slow_steps: int) -> dict[st
                 "torch_nomkl": (torch_loop(False, steps), steps)}
     return {"charrnn": (charrnn(), steps * batch), "numpy_batched": (numpy_loop, steps * batch),
             "torch_onednn": (torch_loop(True, steps), steps * batch),
-            "charrnn_torch": (charrnn("torch"), steps * batch)}
+            "charrnn_numpy": (charrnn("numpy"), steps * batch), "charrnn_torch": (charrnn("torch"), steps * batch)}
 
 
 def decode_chain_us(repeats: int, steps: int = 2000) -> dict[str, float]:
@@ -254,6 +254,11 @@ def report(all_results: list[dict]) -> list[str]:
                 else:
                     best_name = max(("numpy_batched", "torch_onednn"), key=lambda k: speeds[k])
                     verdicts = [f"vs faster baseline ({best_name}) {ours / speeds[best_name]:.2f}x (need >= 0.9)"]
+                if "charrnn_numpy" in speeds:
+                    picked = "torch" if prefers_torch(make_model(*map(int, model.split("x"))), int(batch)) else "numpy"
+                    faster = "numpy" if speeds["charrnn_numpy"] >= speeds["charrnn_torch"] else "torch"
+                    verdicts.append(f"engine picked: {picked}, faster here: {faster} "
+                                    f"({max(speeds['charrnn_numpy'], speeds['charrnn_torch']) / min(speeds['charrnn_numpy'], speeds['charrnn_torch']):.2f}x)")
                 lines.append(f"{'':<7} {batch:>5}  -> " + "; ".join(verdicts))
     return lines
 

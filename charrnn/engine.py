@@ -17,7 +17,8 @@ engines give the same logits as `CharRNN.forward`:
   oneDNN's RNN primitive is rebuilt on each call, which is ruinous at batch 1 and the fastest
   path at large batches, so it is switched on only from `ONEDNN_MIN_BATCH` rows.
 
-`make_engine(model, batch_size)` picks one; `benchmarks/sample_speed.py` measures the choice.
+`make_engine(model, batch_size)` picks one (NumPy at small batches, torch + oneDNN at large ones
+on CPU; torch on GPUs); `benchmarks/sample_speed.py` measures the choice.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from .runtime import onednn_disabled
 
 # At and above this batch, the torch engine keeps oneDNN on (its per-call set-up is amortised).
 ONEDNN_MIN_BATCH = 16
+# From these batch sizes the torch engine (oneDNN on) is faster than NumPy on CPU: see prefers_torch.
+TORCH_MIN_BATCH = 128
+TORCH_MIN_BATCH_NARROW = 64  # for hidden sizes <= 256
 
 
 class StepEngine(Protocol):
@@ -303,11 +307,28 @@ class TorchEngine:
         return logits[:, -1].float().cpu().numpy()
 
 
+def prefers_torch(model: CharRNN, batch_size: int) -> bool:
+    """Whether the torch engine beats the NumPy one for this model and batch (on CPU).
+
+    Measured on the reference CPU (benchmarks/sample_speed.py, BENCHMARKS.md "Sampling speed"):
+    oneDNN's fused LSTM kernel wins once the batch is large enough for its per-call set-up to
+    vanish next to the work, and sooner for narrow layers, where NumPy's separate elementwise
+    passes weigh most against the matmuls: from batch 64 at hidden size <= 256, from batch 128
+    at any size. Below that (and always at batch 1) NumPy wins. GRU and vanilla RNN stay on NumPy.
+    """
+    config = model.config
+    if config.model != "lstm":
+        return False
+    return batch_size >= TORCH_MIN_BATCH or (batch_size >= TORCH_MIN_BATCH_NARROW and config.hidden_size <= 256)
+
+
 def make_engine(model: CharRNN, batch_size: int = 1, backend: str = "auto") -> StepEngine:
-    """The fastest engine for this model and batch: NumPy on CPU (measured: see BENCHMARKS.md), torch elsewhere."""
+    """The faster engine for this model and batch: see `prefers_torch` on CPU; torch elsewhere."""
     if backend not in ("auto", "numpy", "torch"):
         raise ValueError(f"backend must be auto, numpy or torch, got {backend!r}")
-    on_cpu = model.head.weight.device.type == "cpu"
-    if backend == "numpy" or (backend == "auto" and on_cpu):
+    if backend == "auto":
+        on_cpu = model.head.weight.device.type == "cpu"
+        backend = "torch" if not on_cpu or prefers_torch(model, batch_size) else "numpy"
+    if backend == "numpy":
         return NumpyEngine(model, batch_size)
     return TorchEngine(model, batch_size)

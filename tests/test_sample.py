@@ -271,3 +271,11 @@ def test_inspect_under_greedy_shows_the_models_distribution(peaky):
     assert "".join(v.chosen for v in views) == generate(model, vocab, 10, prime="to be", greedy=True)
     for v in views:
         assert v.chosen == v.candidates[0][0] and 0 < v.chosen_prob < 1 and v.candidates[1][1] > 0
+
+
+def test_a_large_batch_on_the_torch_engine_equals_samples_one_by_one(peaky):
+    model, vocab = peaky
+    batch = generate_batch(model, vocab, 60, num_samples=64, prime="to be", decoding=Decoding(temperature=0.9), seed=3)
+    for i in (0, 17, 63):  # batch 64 runs on torch + oneDNN, batch 1 on NumPy
+        (alone,) = generate_batch(model, vocab, 60, prime="to be", decoding=Decoding(temperature=0.9), seed=3 + i)
+        assert batch[i].text == alone.text

@@ -73,3 +73,11 @@ def test_folded_weights_follow_the_model_when_it_changes():
     with torch.no_grad():
         expected, _ = model(torch.from_numpy(ids).view(2, 1))
     np.testing.assert_allclose(NumpyEngine(model, 2).step(ids), expected[:, 0].numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_engine_choice_on_cpu_follows_the_measurements():
+    narrow, wide = random_model("lstm", 1, hidden=16), random_model("lstm", 1, hidden=512)
+    assert isinstance(make_engine(narrow, 1), NumpyEngine) and isinstance(make_engine(wide, 1), NumpyEngine)
+    assert isinstance(make_engine(narrow, 64), TorchEngine) and isinstance(make_engine(wide, 64), NumpyEngine)
+    assert isinstance(make_engine(wide, 128), TorchEngine)
+    assert isinstance(make_engine(random_model("gru", 1), 256), NumpyEngine)
