@@ -411,7 +411,8 @@ def _print_samples(results: list[Any], echo: str, fmt: str) -> None:
             click.echo(json.dumps(sample_record(result), ensure_ascii=False))
             continue
         if len(results) > 1:
-            click.echo(f"--- sample {i + 1}/{len(results)} · seed {result.seed} · {result.strategy} · "
+            seed = "" if result.seed is None else f" · seed {result.seed}"
+            click.echo(f"--- sample {i + 1}/{len(results)}{seed} · {result.strategy} · "
                        f"logprob {result.logprob:.2f} ({result.logprob_per_char:.3f}/char) ---")
         click.echo(echo + result.text)
 

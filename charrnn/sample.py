@@ -94,7 +94,7 @@ class Sample:
     """One generated text and what the model thought while writing it."""
 
     text: str
-    seed: int
+    seed: int | None  # None for beam search, which draws nothing
     strategy: str
     temperature: float
     logprob: float = 0.0  # sum of log p(chosen) under the (filtered) sampling distribution
@@ -681,7 +681,7 @@ def beam_search(model: CharRNN, vocab: Vocab, length: int, *, width: int = 4, nu
     logits_t, hidden = warm(model, prime_ids(vocab, prime, unknown))
     strategy = f"beam {width}"
     if length == 0:
-        return [Sample(text="", seed=0, strategy=strategy, temperature=1.0)]
+        return [Sample(text="", seed=None, strategy=strategy, temperature=1.0)]
     engine = make_engine(model, 1, backend)
     engine.set_hidden(hidden)
     logits = logits_t.detach().to("cpu", torch.float32).numpy()[None, :]
@@ -742,7 +742,7 @@ def beam_search(model: CharRNN, vocab: Vocab, length: int, *, width: int = 4, nu
     results = []
     for step, index, total, stopped in ranked:
         text = text_of(step, index)
-        results.append(Sample(text=text, seed=0, strategy=strategy, temperature=1.0, logprob=total,
+        results.append(Sample(text=text, seed=None, strategy=strategy, temperature=1.0, logprob=total,
                               nll=-total / max(len(text), 1), entropy=0.0, stopped=stopped, num_chars=len(text)))
     return results
 

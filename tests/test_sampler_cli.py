@@ -96,7 +96,8 @@ def test_beam_prints_the_best_continuations(run_dir, loaded):
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["text"] for r in records] == [b.text for b in beams]
-    assert records[0]["strategy"] == "beam 4" and records[0]["logprob_per_char"] >= records[1]["logprob_per_char"]
+    assert records[0]["strategy"] == "beam 4" and records[0]["seed"] is None
+    assert records[0]["logprob_per_char"] >= records[1]["logprob_per_char"]
 
 
 def test_show_top_table_and_csv(run_dir, loaded):
