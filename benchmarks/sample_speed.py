@@ -19,7 +19,8 @@ and prints the issue's ratios: batch 1 charrnn / numpy_minimal (>= 1) and charrn
 
 Every baseline is checked to produce the torch model's logits before it is timed. Each thread
 count runs in its own process (OpenBLAS reads its thread count at start-up); variants are timed
-round-robin and the best of --repeats is kept, so a burst of load from elsewhere hits all alike.
+round-robin, after a pause that lets the previous variant's BLAS/OpenMP threads go idle, and the
+best of --repeats is kept, so a burst of load from elsewhere hits all alike.
 
     python benchmarks/sample_speed.py            # full run, ~3 minutes on 2 idle cores
     python benchmarks/sample_speed.py --smoke    # a few seconds: tiny model, one thread count
@@ -47,6 +48,7 @@ from charrnn.sample import Decoding, _FastChooser, generate_batch
 from charrnn.vocab import Vocab
 
 TEMPERATURE = 0.8
+SETTLE_S = 0.3
 VOCAB = Vocab([chr(c) for c in range(32, 32 + 64)] + ["\n"])  # 65 characters, like tiny Shakespeare
 
 
@@ -137,6 +139,9 @@ def check_baselines(model: CharRNN) -> None:
 
 
 def timed(run: Callable[[], None]) -> float:
+    # Let the previous variant's worker threads go idle first: OpenBLAS threads spin for a while
+    # after a call and would steal the core torch's OpenMP threads need (and the reverse).
+    time.sleep(SETTLE_S)
     start = time.perf_counter()
     run()
     return time.perf_counter() - start
@@ -277,6 +282,8 @@ def main() -> None:
     args = parser.parse_args()
     models = [tuple(int(v) for v in m.split("x")) for m in args.models.split(",")]
     if args.smoke:
+        global SETTLE_S
+        SETTLE_S = 0.0
         res = measure([(1, 32)], [1, 8], steps1=40, slow_steps=10, steps64=10, repeats=1)
         print("\n".join(report([res])))
         return
