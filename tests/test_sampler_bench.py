@@ -11,5 +11,5 @@ def test_sample_speed_smoke_runs_and_reports_every_ratio():
     out = subprocess.run([sys.executable, str(BENCH), "--smoke"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     for fragment in ("numpy_minimal", "torch_eager", "numpy_batched", "torch_onednn", "vs numpy_minimal",
-                     "vs torch_eager", "vs faster baseline", "decoding chain alone"):
+                     "vs torch_eager", "vs the faster baseline", "paired", "engine picked", "decoding chain alone"):
         assert fragment in out.stdout, out.stdout
