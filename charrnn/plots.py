@@ -18,17 +18,58 @@ def _pyplot():
     return plt
 
 
-def _read_metrics(path: str | os.PathLike | None) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    if path is None or not Path(path).exists():
-        return rows
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
+class LossCurve:
+    """The per-step training loss, kept as at most `max_points` bucket means.
+
+    Buckets start one step wide; whenever `max_points` of them are full, neighbours merge and the
+    width doubles. Memory and drawing time stay bounded however long a run goes (a plot that
+    re-read every logged step grew the trainer's memory with the run's length).
+    """
+
+    def __init__(self, max_points: int = 2000):
+        if max_points < 2 or max_points % 2:
+            raise ValueError(f"max_points must be an even number >= 2, got {max_points}")
+        self.max_points = max_points
+        self.width = 1  # steps per full bucket
+        self.buckets: list[list[float]] = []  # full buckets: [sum of steps, of times, of losses, count]
+        self._open: list[float] = [0.0, 0.0, 0.0, 0]
+
+    def add(self, step: float, time: float, loss: float) -> None:
+        bucket = self._open
+        bucket[0] += step
+        bucket[1] += time
+        bucket[2] += loss
+        bucket[3] += 1
+        if bucket[3] >= self.width:
+            self.buckets.append(bucket)
+            self._open = [0.0, 0.0, 0.0, 0]
+            if len(self.buckets) >= self.max_points:
+                pairs = zip(self.buckets[::2], self.buckets[1::2], strict=True)
+                self.buckets = [[a[i] + b[i] for i in range(4)] for a, b in pairs]
+                self.width *= 2
+
+    def __len__(self) -> int:
+        return len(self.buckets) + (1 if self._open[3] else 0)
+
+    def series(self) -> tuple[list[float], list[float], list[float]]:
+        """Mean step, mean time and mean loss of each bucket, in order."""
+        buckets = self.buckets + ([self._open] if self._open[3] else [])
+        return ([b[0] / b[3] for b in buckets], [b[1] / b[3] for b in buckets], [b[2] / b[3] for b in buckets])
+
+    @classmethod
+    def from_metrics(cls, path: str | os.PathLike | None, max_points: int = 2000) -> LossCurve:
+        """Read a run's metrics.jsonl line by line (torn or foreign lines are skipped)."""
+        curve = cls(max_points)
+        if path is None or not Path(path).exists():
+            return curve
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                    curve.add(float(row["step"]), float(row["time"]), float(row["loss"]))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue
+        return curve
 
 
 def _smooth(values: list[float], window: int) -> list[float]:
@@ -42,17 +83,21 @@ def _smooth(values: list[float], window: int) -> list[float]:
 
 
 def plot_losses(history: dict[str, list], out: str | os.PathLike,
-                metrics: str | os.PathLike | None = None) -> Path:
-    """Train and validation loss against steps and against minutes, written atomically as PNG."""
+                metrics: str | os.PathLike | LossCurve | None = None) -> Path:
+    """Train and validation loss against steps and against minutes, written atomically as PNG.
+
+    `metrics` is the per-step training loss: a run's metrics.jsonl, or a `LossCurve` kept in memory.
+    """
     plt = _pyplot()
-    rows = _read_metrics(metrics)
+    curve = metrics if isinstance(metrics, LossCurve) else LossCurve.from_metrics(metrics)
+    steps, times, losses = curve.series()
+    smoothed = _smooth(losses, max(1, math.ceil(50 / curve.width)))  # about 50 steps per point
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for ax, key, label in ((axes[0], "step", "step"), (axes[1], "time", "wall clock (minutes)")):
         scale = 1 / 60 if key == "time" else 1
-        if rows:
-            xs = [r[key] * scale for r in rows if key in r]
-            ys = _smooth([r["loss"] for r in rows if key in r], 50)
-            ax.plot(xs, ys, color="tab:blue", alpha=0.8, lw=1, label="train (per step, smoothed)")
+        if losses:
+            xs = [x * scale for x in (steps if key == "step" else times)]
+            ax.plot(xs, smoothed, color="tab:blue", alpha=0.8, lw=1, label="train (per step, smoothed)")
         else:
             pts = [(x, y) for x, y in zip(history.get(key, []), history.get("train_loss", []), strict=False) if y is not None]
             if pts:

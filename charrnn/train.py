@@ -31,7 +31,8 @@ from .data import StreamBatcher, stream_rows, to_long
 from .distributed import Distributed
 from .errors import CharRNNError
 from .model import CharRNN, Hidden, detach_hidden
-from .runtime import autocast, resolve_precision, seed_everything
+from .plots import LossCurve
+from .runtime import autocast, release_free_memory, resolve_precision, seed_everything
 from .vocab import Vocab
 
 LOG2E = 1.0 / math.log(2.0)
@@ -225,6 +226,7 @@ class Trainer:
         self.first_loss: float | None = None
         self.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self.extra_meta: dict[str, Any] = {}
+        self.curve = LossCurve()  # the per-step loss for the plot, bounded however long the run
 
     # ----- bookkeeping -------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
@@ -311,6 +313,7 @@ class Trainer:
         _set_rng_state(self.dist.rng_state_for_me(state), self.device)
         if self.dist.is_main:
             self._truncate_metrics(self.step)
+            self.curve = LossCurve.from_metrics(self.run_dir / "metrics.jsonl")
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop metric rows logged after the checkpoint we resume from (they were lost with it)."""
@@ -429,6 +432,7 @@ class Trainer:
             event["sample"] = self._sample_text()
         self.log(event)
         self._plot()
+        release_free_memory()
         return self.cfg.patience is not None and self.bad_evals >= self.cfg.patience
 
     def _plot(self) -> None:
@@ -437,7 +441,7 @@ class Trainer:
         try:
             from .plots import plot_losses
 
-            plot_losses(self.history, self.run_dir / "losses.png", metrics=self.run_dir / "metrics.jsonl")
+            plot_losses(self.history, self.run_dir / "losses.png", metrics=self.curve)
         except Exception as exc:  # a plot must never stop training
             self.log({"event": "warning", "message": f"could not draw the loss plot: {exc}"})
 
@@ -486,6 +490,7 @@ class Trainer:
                     recent.append(loss)
                     metrics.write(json.dumps({"step": self.step, "loss": round(loss, 5), "lr": self._lr,
                                               "time": round(self.elapsed, 3)}) + "\n")
+                    self.curve.add(self.step, self.elapsed, loss)
                     if self.step % cfg.log_interval == 0:
                         now = time.perf_counter()
                         rate = (self.step - log_step) * chars_per_step / max(now - log_t, 1e-9)

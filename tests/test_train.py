@@ -105,3 +105,32 @@ def test_warmup_then_cosine_schedule():
     assert lr_at(cfg, 10, 0.0) == pytest.approx(1.0)
     assert lr_at(cfg, 50, 0.5) == pytest.approx(0.55)
     assert lr_at(cfg, 100, 1.0) == pytest.approx(0.1)
+
+
+def test_loss_curve_stays_bounded_and_keeps_the_mean(tmp_path):
+    # The loss plot of a long run is drawn from a bounded curve: memory and drawing time must not
+    # grow with the run (the soak caught the trainer's memory growing with its metrics file).
+    from charrnn.plots import LossCurve, plot_losses
+
+    curve = LossCurve(max_points=100)
+    losses = [3.0 - 2.0 * k / 10_007 + 0.1 * math.sin(k) for k in range(10_007)]
+    for k, loss in enumerate(losses, start=1):
+        curve.add(k, k / 10, loss)
+    steps, times, means = curve.series()
+    assert len(curve) <= 101 and curve.width == 128
+    assert steps == sorted(steps) and times == sorted(times)
+    counts = [b[3] for b in curve.buckets] + ([curve._open[3]] if curve._open[3] else [])
+    assert sum(counts) == len(losses)  # every step counted once
+    assert sum(m * n for m, n in zip(means, counts, strict=True)) == pytest.approx(sum(losses))
+    assert means[0] == pytest.approx(2.99, abs=0.05) and means[-1] == pytest.approx(1.0, abs=0.05)
+
+    metrics = tmp_path / "metrics.jsonl"
+    with open(metrics, "w") as f:
+        for k, loss in enumerate(losses[:500], start=1):
+            f.write(json.dumps({"step": k, "loss": loss, "lr": 1e-3, "time": k / 10}) + "\n")
+        f.write('{"step": 501, "lo')  # a line torn by a kill
+    read = LossCurve.from_metrics(metrics, max_points=100)
+    assert len(read) <= 101 and sum(b[3] for b in read.buckets) + read._open[3] == 500
+    out = plot_losses({"step": [250, 500], "time": [25, 50], "val_loss": [2.5, 2.4], "train_loss": [2.6, 2.5]},
+                      tmp_path / "losses.png", metrics=read)
+    assert out.stat().st_size > 10_000
