@@ -155,6 +155,7 @@ def _runs_dir_for(text_file: str) -> Path:
 @click.option("--seq-len", type=click.IntRange(1, 1 << 20), default=None, help="Characters per BPTT window.")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help="Peak learning rate (Adam).")
 @click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default=None, help="Decay after warm-up.  [default: cosine]")
+@click.option("--min-lr-frac", type=click.FloatRange(0, 1), default=None, help="Where the cosine ends, as a fraction of --lr.  [default: 0.1]")
 @click.option("--warmup-steps", type=click.IntRange(0), default=None, help="Linear learning-rate warm-up steps.")
 @click.option("--decay-steps", type=click.IntRange(1), default=None, help="Steps over which the cosine decays (fixes the schedule across resumes).  [default: the whole run]")
 @click.option("--weight-decay", type=click.FloatRange(0), default=None, help="AdamW weight decay.")

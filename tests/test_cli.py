@@ -108,3 +108,18 @@ def test_python_dash_m_works():
     out = subprocess.run([sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True,
                          timeout=60, env={**os.environ})
     assert out.returncode == 0 and out.stdout.startswith("charrnn ")
+
+
+def test_flags_override_the_preset_and_are_recorded(tmp_path, text_file):
+    # A user tuning a preset must get exactly what they typed, and the checkpoint must say so.
+    import json
+
+    run_dir = tmp_path / "run"
+    result = run(["train", text_file, "--preset", "cpu10", "--out", run_dir, *TRAIN_FAST,
+                  "--lr", "0.004", "--min-lr-frac", "0.02", "--weight-decay", "0.05", "--dropout", "0.15"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["train_config"]["lr"] == 0.004 and meta["train_config"]["min_lr_frac"] == 0.02
+    assert meta["train_config"]["weight_decay"] == 0.05
+    assert meta["model_config"]["dropout"] == 0.15 and meta["model_config"]["hidden_size"] == 16
+    assert meta["train_config"]["max_steps"] == 20 and meta["train_config"]["time_budget"] is None
