@@ -9,6 +9,9 @@ samples together, divided by wall time; sampling included):
             torch_eager    `CharRNN.forward` (nn.LSTM) one step at a time under no_grad, default
                            settings (oneDNN on) + softmax + torch.multinomial
             torch_nomkl    the same with oneDNN switched off (for reference)
+            matmul_floor   only the float32 weight products of charrnn's step (the recurrent
+                           matmuls and the head; no gates, no draw): an upper bound on any exact
+                           float32 step here, since at batch 1 reading the weights is the cost
   batch 64  charrnn        the library with num_samples=64 (hidden states stacked)
             numpy_batched  the minimal NumPy step on 64 rows
             torch_onednn   nn.LSTM on 64 rows, oneDNN on (its default and fastest torch path here)
@@ -177,10 +180,19 @@ def variants(model: CharRNN, batch: int, steps: int, slow_steps: int) -> dict[st
                 ids = base.step(ids)
         return run
 
+    def matmul_floor() -> None:
+        engine = NumpyEngine(model, 1)
+        products = [(x, w) for x, w, *_ in engine.plan] if engine.kind == "lstm" else []
+        g, head_in, head, logits = engine.g, engine.head_in, engine.head, engine.logits
+        for _ in range(steps):
+            for x, w in products:
+                np.matmul(x, w, out=g)
+            np.matmul(head_in, head, out=logits)
+
     if batch == 1:
         return {"charrnn": (charrnn(), steps), "numpy_minimal": (numpy_loop, steps),
                 "torch_eager": (torch_loop(True, slow_steps), slow_steps),
-                "torch_nomkl": (torch_loop(False, steps), steps)}
+                "torch_nomkl": (torch_loop(False, steps), steps), "matmul_floor": (matmul_floor, steps)}
     return {"charrnn": (charrnn(), steps * batch), "numpy_batched": (numpy_loop, steps * batch),
             "torch_onednn": (torch_loop(True, steps), steps * batch),
             "charrnn_numpy": (charrnn("numpy"), steps * batch), "charrnn_torch": (charrnn("torch"), steps * batch)}
@@ -285,7 +297,9 @@ def report(all_results: list[dict]) -> list[str]:
                     verdicts = [f"vs numpy_minimal {ours / best['numpy_minimal']:.2f}x (need >= 1; paired "
                                 f"{paired(rates, ('numpy_minimal',)):.2f}x)",
                                 f"vs torch_eager {ours / best['torch_eager']:.1f}x (need >= 10; paired "
-                                f"{paired(rates, ('torch_eager',)):.1f}x)"]
+                                f"{paired(rates, ('torch_eager',)):.1f}x)",
+                                f"matmul_floor / torch_eager {best['matmul_floor'] / best['torch_eager']:.1f}x "
+                                "(the most any exact float32 step could reach)"]
                 else:
                     name = max(("numpy_batched", "torch_onednn"), key=best.__getitem__)
                     verdicts = [f"vs the faster baseline ({name}) {ours / best[name]:.2f}x (need >= 0.9; paired "

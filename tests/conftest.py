@@ -42,3 +42,16 @@ def text_file(tmp_path, tiny_text):
 def _corpus_cache_in_tmp(tmp_path_factory, monkeypatch):
     """`charrnn train` caches encoded corpora (charrnn.corpus_cache): keep them out of ~/.cache."""
     monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "corpus-cache"))
+
+
+def one_error_line(result, *fragments: str) -> str:
+    """A CLI failure as users must see it: non-zero exit, no traceback, exactly one "Error" line
+    naming every fragment. Returns that line."""
+    output = result.output
+    assert result.exit_code not in (0, None), output
+    assert "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1, output
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]

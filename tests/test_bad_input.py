@@ -14,6 +14,7 @@ import os
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import one_error_line
 from training_procs import one_thread
 
 from charrnn import checkpoint, config
@@ -26,17 +27,6 @@ TRAIN_FAST = ["--embed-dim", "8", "--hidden-size", "16", "--num-layers", "1", "-
 
 def invoke(args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_one_line_error(result, fragments):
-    output = result.output
-    assert result.exit_code not in (0, None), output
-    assert "Traceback" not in output, output
-    errors = [line for line in output.splitlines() if line.startswith("Error")]
-    assert len(errors) == 1, output
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -220,7 +210,7 @@ def test_bad_input_gives_one_clear_line_and_a_nonzero_exit(work, monkeypatch, co
     monkeypatch.chdir(work)
     _prepare(work, setup, monkeypatch)
     result = invoke([a.replace("{root}", str(work)) for a in args])
-    assert_one_line_error(result, [f.replace("{root}", str(work)) for f in fragments])
+    one_error_line(result, *[f.replace("{root}", str(work)) for f in fragments])
 
 
 def test_the_documented_ways_out_of_those_errors_work(work, monkeypatch):
@@ -234,5 +224,5 @@ def test_the_documented_ways_out_of_those_errors_work(work, monkeypatch):
 
 def test_no_run_anywhere_says_how_to_make_one(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    line = assert_one_line_error(invoke(["sample"]), ["no trained run found", "charrnn train"])
+    line = one_error_line(invoke(["sample"]), "no trained run found", "charrnn train")
     assert "--checkpoint" in line

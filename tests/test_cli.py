@@ -4,6 +4,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from conftest import one_error_line
 
 from charrnn.cli import main
 
@@ -14,16 +15,6 @@ TRAIN_FAST = ["--embed-dim", "8", "--hidden-size", "16", "--num-layers", "1", "-
 
 def run(args, **kwargs):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, **kwargs)
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code != 0, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("Error")]
-    assert len(errors) == 1, result.output
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 def test_train_then_sample_on_a_small_slice(tmp_path, text_file):
@@ -93,7 +84,7 @@ def test_bad_input_gives_one_line_and_nonzero_exit(tmp_path, text_file, setup, a
     elif setup == "run":
         assert run(["train", text_file, "--out", tmp_path / "run", *TRAIN_FAST]).exit_code == 0
     result = run([a.replace("{tmp}", str(tmp_path)) for a in args])
-    assert_one_line_error(result, *fragments)
+    one_error_line(result, *fragments)
 
 
 def test_help_is_instant_and_does_not_import_torch():

@@ -13,6 +13,7 @@ import pickle
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import one_error_line
 from training_procs import one_thread
 
 from charrnn import checkpoint
@@ -26,14 +27,6 @@ TRAIN_FAST = ["--embed-dim", "8", "--hidden-size", "16", "--num-layers", "1", "-
 
 def invoke(args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def one_error_line(result) -> str:
-    assert result.exit_code not in (0, None), result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
-    assert len(errors) == 1, result.output
-    return errors[0]
 
 
 @pytest.fixture(scope="module", autouse=True)
