@@ -31,7 +31,7 @@ from .data import StreamBatcher, stream_rows, to_long
 from .distributed import Distributed
 from .errors import CharRNNError
 from .model import CharRNN, Hidden, detach_hidden
-from .plots import LossCurve
+from .plots import LossCurve, plot_losses
 from .runtime import autocast, release_free_memory, resolve_precision, seed_everything
 from .vocab import Vocab
 
@@ -313,10 +313,10 @@ class Trainer:
         _set_rng_state(self.dist.rng_state_for_me(state), self.device)
         if self.dist.is_main:
             self._truncate_metrics(self.step)
-            self.curve = LossCurve.from_metrics(self.run_dir / "metrics.jsonl")
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop metric rows logged after the checkpoint we resume from (they were lost with it)."""
+        """Drop metric rows logged after the checkpoint we resume from (they were lost with it),
+        and rebuild the plot's loss curve from the rows kept, in the same pass."""
         path = self.run_dir / "metrics.jsonl"
         if not path.exists():
             return
@@ -324,9 +324,11 @@ class Trainer:
         with open(path, encoding="utf-8") as f:
             for line in f:
                 try:
-                    if json.loads(line).get("step", 0) <= step:
+                    row = json.loads(line)
+                    if row.get("step", 0) <= step:
                         keep.append(line)
-                except json.JSONDecodeError:
+                        self.curve.add(float(row["step"]), float(row["time"]), float(row["loss"]))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                     continue  # a line torn by a kill
         checkpoint.atomic_write(path, lambda f: f.writelines(keep), mode="w")
 
@@ -439,8 +441,6 @@ class Trainer:
         if not self.dist.is_main:
             return
         try:
-            from .plots import plot_losses
-
             plot_losses(self.history, self.run_dir / "losses.png", metrics=self.curve)
         except Exception as exc:  # a plot must never stop training
             self.log({"event": "warning", "message": f"could not draw the loss plot: {exc}"})
