@@ -150,6 +150,7 @@ def _runs_dir_for(text_file: str) -> Path:
 @click.option("--hidden-size", type=click.IntRange(1, 65536), default=None, help="Units per recurrent layer.")
 @click.option("--num-layers", type=click.IntRange(1, 64), default=None, help="Recurrent layers.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None, help="Dropout between layers and before the head.")
+@click.option("--weight-drop", type=click.FloatRange(0, 1, max_open=True), default=None, help="DropConnect on the recurrent weights while training (AWD-LSTM).  [default: 0]")
 @click.option("--tie-weights/--no-tie-weights", default=None, help="Share embedding and head weights (needs --embed-dim = --hidden-size).")
 @click.option("--batch-size", type=click.IntRange(1, 65536), default=None, help="Contiguous streams per step.")
 @click.option("--seq-len", type=click.IntRange(1, 1 << 20), default=None, help="Characters per BPTT window.")

@@ -56,6 +56,7 @@ class ModelConfig:
     hidden_size: int = 512
     num_layers: int = 2
     dropout: float = 0.25  # between recurrent layers and before the head
+    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights while training (AWD-LSTM)
     tie_weights: bool = False  # share the embedding with the head (needs embed_dim == hidden_size)
 
     def __post_init__(self) -> None:
@@ -71,6 +72,8 @@ class ModelConfig:
                f"model must be one of {', '.join(MODEL_TYPES)}, got {self.model!r}")
         _check(isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0,
                f"dropout must be in [0, 1), got {self.dropout!r}")
+        _check(isinstance(self.weight_drop, (int, float)) and 0.0 <= self.weight_drop < 1.0,
+               f"weight_drop must be in [0, 1), got {self.weight_drop!r}")
         _check(isinstance(self.tie_weights, bool), "tie_weights must be true or false")
         _check(not self.tie_weights or self.embed_dim == self.hidden_size,
                "tie_weights needs embed_dim == hidden_size "

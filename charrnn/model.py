@@ -7,7 +7,9 @@ can carry it across windows and the sampler can feed it back one character at a 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from .config import ModelConfig
 
@@ -60,7 +62,15 @@ class CharRNN(nn.Module):
     def forward(self, idx: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
         """idx (B, T) long -> logits (B, T, V) and the state after the last step."""
         x = self.embed(idx)  # (B, T, E)
-        out, hidden = self.rnn(x, hidden)  # (B, T, H)
+        if self.training and self.config.weight_drop > 0:
+            # DropConnect on the recurrent weights (Merity et al., AWD-LSTM): one mask per batch,
+            # the same at every time step, so it regularises the recurrence itself -- which plain
+            # dropout between layers cannot -- and the fused LSTM kernel still runs unchanged.
+            dropped = {name: F.dropout(weight, self.config.weight_drop)
+                       for name, weight in self.rnn.named_parameters() if name.startswith("weight_hh")}
+            out, hidden = functional_call(self.rnn, dropped, (x, hidden))
+        else:
+            out, hidden = self.rnn(x, hidden)  # (B, T, H)
         logits = self.head(self.drop(out))  # (B, T, V)
         return logits, hidden
 

@@ -107,10 +107,12 @@ def test_flags_override_the_preset_and_are_recorded(tmp_path, text_file):
 
     run_dir = tmp_path / "run"
     result = run(["train", text_file, "--preset", "cpu10", "--out", run_dir, *TRAIN_FAST,
-                  "--lr", "0.004", "--min-lr-frac", "0.02", "--weight-decay", "0.05", "--dropout", "0.15"])
+                  "--lr", "0.004", "--min-lr-frac", "0.02", "--weight-decay", "0.05", "--dropout", "0.15",
+                  "--weight-drop", "0.3"])
     assert result.exit_code == 0, result.output
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["train_config"]["lr"] == 0.004 and meta["train_config"]["min_lr_frac"] == 0.02
     assert meta["train_config"]["weight_decay"] == 0.05
     assert meta["model_config"]["dropout"] == 0.15 and meta["model_config"]["hidden_size"] == 16
+    assert meta["model_config"]["weight_drop"] == 0.3
     assert meta["train_config"]["max_steps"] == 20 and meta["train_config"]["time_budget"] is None
