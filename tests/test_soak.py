@@ -31,7 +31,9 @@ from charrnn import checkpoint
 TOTAL = float(os.environ.get("CHARRNN_SOAK_SECONDS", "1800"))  # seconds of training, evaluations included
 EVERY = float(os.environ.get("CHARRNN_SOAK_CHECKPOINT_SECONDS", "60"))  # target seconds between checkpoints
 KILLS = int(os.environ.get("CHARRNN_SOAK_KILLS", "5"))
-MODEL = ["--embed-dim", "32", "--hidden-size", "256", "--num-layers", "2", "--batch-size", "32", "--seq-len", "64",
+# Every setting pinned (preset quick, then overrides), so the soak does not change when a preset is retuned.
+MODEL = ["--preset", "quick", "--dropout", "0.2", "--weight-drop", "0.2",
+         "--embed-dim", "32", "--hidden-size", "256", "--num-layers", "2", "--batch-size", "32", "--seq-len", "64",
          "--device", "cpu", "--precision", "fp32", "--sample-length", "0", "--lr", "3e-3", "--warmup-steps", "50"]
 
 
@@ -175,6 +177,9 @@ def test_thirty_minutes_with_five_kills_lose_nothing_and_stay_flat(tmp_path):
         "rss_last_over_first": round(last_peak / first_peak, 4),
         "rss_growth_within_each_process": growth,
         "segment_seconds": [round(seg.rss[-1][0]) if seg.rss else 0 for seg in segments],
+        # Peak RSS (MiB) per 10 s of each process, for reading what a failure above was made of.
+        "rss_timelines_mib": [_timeline(seg.rss, 10.0) for seg in segments],
+        "evaluation_times": [round(t, 1) for t in history["time"]],
     }
     print(json.dumps(report, indent=1))
     if os.environ.get("CHARRNN_SOAK_REPORT"):
@@ -184,6 +189,13 @@ def test_thirty_minutes_with_five_kills_lose_nothing_and_stay_flat(tmp_path):
     assert last_peak <= 1.1 * first_peak, report
     assert growth and all(g <= 1.1 for g in growth), report
     assert history["val_loss"][-1] < history["val_loss"][0]
+
+
+def _timeline(samples: list[tuple[float, int]], every: float) -> list[list[float]]:
+    buckets: dict[int, int] = {}
+    for t, rss in samples:
+        buckets[int(t // every)] = max(buckets.get(int(t // every), 0), rss)
+    return [[k * every, round(v / 1024, 1)] for k, v in sorted(buckets.items())]
 
 
 def _resume_steps(tmp_path: Path, kills: int) -> list[int]:
