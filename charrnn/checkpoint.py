@@ -290,6 +290,13 @@ def _check_train_state(state: Any, meta: dict[str, Any], model: CharRNN, where: 
             raise bad(f"hidden state has shape {shape}, expected ({config.num_layers}, batch, {config.hidden_size})")
         if not all(h.is_floating_point() and bool(torch.isfinite(h).all()) for h in hidden):
             raise bad("hidden state is not finite floating-point data")
+    ema = state.get("ema")
+    if ema is not None:
+        shapes = [tuple(p.shape) for p in model.parameters()]
+        if not isinstance(ema, list) or [tuple(t.shape) if isinstance(t, torch.Tensor) else None for t in ema] != shapes:
+            raise bad("the weights' moving average does not match the model's parameters")
+        if not all(t.is_floating_point() and bool(torch.isfinite(t).all()) for t in ema):
+            raise bad("the weights' moving average is not finite floating-point data")
     _check_optimizer_state(state.get("optimizer"), model, bad)
     if not isinstance(meta.get("train_config"), dict):
         raise bad("train_config is missing")

@@ -160,6 +160,7 @@ def _runs_dir_for(text_file: str) -> Path:
 @click.option("--warmup-steps", type=click.IntRange(0), default=None, help="Linear learning-rate warm-up steps.")
 @click.option("--decay-steps", type=click.IntRange(1), default=None, help="Steps over which the cosine decays (fixes the schedule across resumes).  [default: the whole run]")
 @click.option("--weight-decay", type=click.FloatRange(0), default=None, help="AdamW weight decay.")
+@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=None, help="Evaluate, keep and sample a moving average of the weights with this decay, e.g. 0.999 (0: off).  [default: 0]")
 @click.option("--grad-clip", type=click.FloatRange(0, min_open=True), default=None, help="Clip the gradient's global norm to this.")
 @click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after this many steps.")
 @click.option("--time-budget", callback=_duration, default=None, help="Stop after this much wall clock, evaluation included (90s, 10m, 1h).")

@@ -110,6 +110,7 @@ class TrainConfig:
     decay_steps: int | None = None  # horizon of the cosine; default: max_steps or the time budget
     weight_decay: float = 0.0
     grad_clip: float = 5.0
+    ema: float = 0.0  # decay of a moving average of the weights, which is evaluated and saved (0: off)
     max_steps: int | None = None
     time_budget: float | None = 180.0  # seconds of wall clock, evaluation included
     eval_interval: int = 250  # steps between full validation passes
@@ -141,6 +142,7 @@ class TrainConfig:
         _check(self.decay_steps is None or (isinstance(self.decay_steps, int) and self.decay_steps >= 1),
                f"decay_steps must be a positive integer, got {self.decay_steps!r}")
         _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        _check(isinstance(self.ema, (int, float)) and 0.0 <= self.ema < 1.0, f"ema must be in [0, 1), got {self.ema!r}")
         _check(self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip!r}")
         _check(self.max_steps is None or (isinstance(self.max_steps, int) and self.max_steps >= 1),
                f"max_steps must be a positive integer, got {self.max_steps!r}")

@@ -214,6 +214,10 @@ class Trainer:
         self.train_model = self.dist.wrap(self.model, train_config.seed)  # DDP under torchrun
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train_config.lr,
                                            weight_decay=train_config.weight_decay)
+        self.params = list(self.model.parameters())
+        # The moving average of the weights (--ema): what is evaluated, kept as best and sampled.
+        self.ema: list[torch.Tensor] | None = None
+        self.restart_average()
         self.step = 0
         self.epoch = 0
         self.index = 0  # next window within the epoch
@@ -227,6 +231,10 @@ class Trainer:
         self.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self.extra_meta: dict[str, Any] = {}
         self.curve = LossCurve()  # the per-step loss for the plot, bounded however long the run
+
+    def restart_average(self) -> None:
+        """Start the moving average (--ema) from the current weights."""
+        self.ema = [p.detach().clone() for p in self.params] if self.cfg.ema else None
 
     # ----- bookkeeping -------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
@@ -266,6 +274,7 @@ class Trainer:
             "epoch": self.epoch,
             "index": self.index,
             "hidden": hidden,
+            "ema": None if self.ema is None else [t.detach().cpu() for t in self.ema],
             "bad_evals": self.bad_evals,
             "first_loss": self.first_loss,
             **self.dist.rank_states(_rng_state(self.device)),
@@ -300,6 +309,12 @@ class Trainer:
         if hidden and hidden[0].shape[1] == self.cfg.batch_size:
             tensors = [self.dist.local_rows(h).to(self.device) for h in hidden]  # this rank's streams
             self.hidden = tuple(tensors) if self.model_config.model == "lstm" else tensors[0]
+        if self.ema is not None:  # a run that had no average starts it from the current weights
+            saved = state.get("ema")
+            source = saved if saved is not None else self.params
+            with torch.no_grad():
+                for avg, value in zip(self.ema, source, strict=True):
+                    avg.copy_(value)
         self.bad_evals = int(state.get("bad_evals", 0))
         self.first_loss = state.get("first_loss")
         self.elapsed = float(meta.get("elapsed", 0.0))
@@ -363,6 +378,12 @@ class Trainer:
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
+        if self.ema is not None:
+            # Warm the decay up (as TensorFlow's ExponentialMovingAverage does with num_updates), or
+            # the first thousand steps' average would still be mostly the random initialisation.
+            decay = min(cfg.ema, (1 + self.step) / (10 + self.step))
+            with torch.no_grad():
+                torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1.0 - decay)
         self.hidden = self._reset_some_rows(detach_hidden(hidden)) if cfg.stateful else None
         self.step += 1
         self.index += 1
@@ -406,32 +427,49 @@ class Trainer:
         finally:
             self.model.train()
 
+    @contextlib.contextmanager
+    def _averaged_weights(self) -> Iterator[None]:
+        """With --ema, the model holds the averaged weights inside this block, its own after."""
+        if self.ema is None:
+            yield
+            return
+        own = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            torch._foreach_copy_([p.detach() for p in self.params], self.ema)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_([p.detach() for p in self.params], own)
+
     def _evaluate_and_save(self, train_loss: float | None) -> bool:
         """Full validation pass; keep the best checkpoint. Returns True if patience ran out."""
-        val_loss = self.dist.evaluate(evaluate, self.model, self.val, self.device, self.precision)
-        if not math.isfinite(val_loss):  # the last update broke the weights: never save them
-            kept = self.run_dir / checkpoint.BEST
-            where = f"; the last good checkpoint is kept at {kept}" if kept.exists() else ""
-            raise CharRNNError(f"validation loss became {val_loss} at step {self.step}; try a lower --lr{where}")
-        h = self.history
-        h["step"].append(self.step)
-        h["epoch"].append(round(self.epoch + self.index / self.batcher.windows_per_epoch, 4))
-        h["time"].append(round(self.elapsed, 2))
-        h["train_loss"].append(checkpoint.finite_or_none(train_loss))
-        h["val_loss"].append(checkpoint.finite_or_none(val_loss))
-        h["lr"].append(self._lr if hasattr(self, "_lr") else self.cfg.lr)
-        improved = self.best_val_loss is None or val_loss < self.best_val_loss
-        if improved:
-            self.best_val_loss, self.best_step, self.bad_evals = val_loss, self.step, 0
-            if self.dist.is_main:
-                checkpoint.save(self.run_dir / checkpoint.BEST, self.model, self.meta())
-        else:
-            self.bad_evals += 1
-        self.save_last()
+        with self._averaged_weights():  # with --ema, the average is what is scored, kept and sampled
+            val_loss = self.dist.evaluate(evaluate, self.model, self.val, self.device, self.precision)
+            if not math.isfinite(val_loss):  # the last update broke the weights: never save them
+                kept = self.run_dir / checkpoint.BEST
+                where = f"; the last good checkpoint is kept at {kept}" if kept.exists() else ""
+                raise CharRNNError(f"validation loss became {val_loss} at step {self.step}; try a lower --lr{where}")
+            h = self.history
+            h["step"].append(self.step)
+            h["epoch"].append(round(self.epoch + self.index / self.batcher.windows_per_epoch, 4))
+            h["time"].append(round(self.elapsed, 2))
+            h["train_loss"].append(checkpoint.finite_or_none(train_loss))
+            h["val_loss"].append(checkpoint.finite_or_none(val_loss))
+            h["lr"].append(self._lr if hasattr(self, "_lr") else self.cfg.lr)
+            improved = self.best_val_loss is None or val_loss < self.best_val_loss
+            if improved:
+                self.best_val_loss, self.best_step, self.bad_evals = val_loss, self.step, 0
+                if self.dist.is_main:
+                    checkpoint.save(self.run_dir / checkpoint.BEST, self.model, self.meta())
+            else:
+                self.bad_evals += 1
+            sample = self._sample_text() if self.cfg.sample_length and self.cfg.sample_interval == 0 else None
+        self.save_last()  # the training weights (the average rides in its training state)
         event = {"event": "eval", "step": self.step, "val_loss": val_loss, "val_bits": val_loss * LOG2E,
                  "train_loss": train_loss, "best_val_loss": self.best_val_loss, "improved": improved}
-        if self.cfg.sample_length and self.cfg.sample_interval == 0:
-            event["sample"] = self._sample_text()
+        if sample is not None:
+            event["sample"] = sample
         self.log(event)
         self._plot()
         release_free_memory()
@@ -502,7 +540,8 @@ class Trainer:
                                   "done_frac": self._done_frac(),
                                   "grad_norm": float(self._grad_norm)})
                     if cfg.sample_interval and cfg.sample_length and self.step % cfg.sample_interval == 0:
-                        self.log({"event": "sample", "step": self.step, "sample": self._sample_text()})
+                        with self._averaged_weights():
+                            self.log({"event": "sample", "step": self.step, "sample": self._sample_text()})
                     if self.step % cfg.eval_interval == 0:
                         e0 = time.perf_counter()
                         metrics.flush()
@@ -597,6 +636,7 @@ def fine_tune(text: str | CorpusSource, run_dir: str | os.PathLike, init_from: s
     n_old = old.vocab_size
     with torch.no_grad():
         _copy_rows(source.model.state_dict(), new_state, n_old)
+    trainer.restart_average()
     trainer.extra_meta["init_from"] = str(source.path)
     metrics = Path(run_dir) / "metrics.jsonl"
     if trainer.dist.is_main and metrics.exists():

@@ -235,6 +235,8 @@ STATE_CASES = [
     ("hidden wrong count", lambda p: p["train_state"]["hidden"].pop(), "hidden must be a list of 2"),
     ("hidden wrong shape", lambda p: p["train_state"]["hidden"].__setitem__(0, torch.zeros(1, 4, 99)), "hidden state has shape"),
     ("hidden NaN", lambda p: p["train_state"]["hidden"][0].fill_(float("nan")), "not finite"),
+    ("ema not a list", _set(["train_state", "ema"], {"w": 1}), "moving average does not match"),
+    ("ema wrong shape", _set(["train_state", "ema"], [torch.zeros(2, 2)]), "moving average does not match"),
     ("optimizer missing", _drop(["train_state", "optimizer"]), "optimizer state is missing"),
     ("optimizer params wrong", _opt(lambda o: o["param_groups"][0].__setitem__("params", [0, 1])),
      "does not cover the model's parameters"),

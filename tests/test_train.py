@@ -38,21 +38,50 @@ def test_other_cores_train(tmp_path, tiny_text, tiny_model_config, tiny_train_co
     assert checkpoint.load(tmp_path / kind).model_config.model == kind
 
 
-def test_resume_equals_an_uninterrupted_run(tmp_path, tiny_text, tiny_model_config, tiny_train_config):
+@pytest.mark.parametrize("regularised", [False, True], ids=["plain", "weight-drop-and-ema"])
+def test_resume_equals_an_uninterrupted_run(tmp_path, tiny_text, tiny_model_config, tiny_train_config, regularised):
     # 32 steps straight vs 16, stop, resume to 32. The text is short enough that the run crosses an
-    # epoch boundary (new offset, state reset), and dropout makes the RNG state matter too.
-    cfg = tiny_train_config.replace(max_steps=32, eval_interval=8, warmup_steps=5, decay_steps=32, batch_size=16)
-    model_cfg = ModelConfig.from_dict({**tiny_model_config.to_dict(), "dropout": 0.2})
+    # epoch boundary (new offset, state reset), and dropout makes the RNG state matter too. With weight
+    # drop and a moving average of the weights, the mask draws and the average must carry over as well.
+    cfg = tiny_train_config.replace(max_steps=32, eval_interval=8, warmup_steps=5, decay_steps=32, batch_size=16,
+                                    ema=0.9 if regularised else 0.0)
+    model_cfg = ModelConfig.from_dict({**tiny_model_config.to_dict(), "dropout": 0.2,
+                                       "weight_drop": 0.3 if regularised else 0.0})
     straight = train(tiny_text, tmp_path / "straight", model_cfg, cfg)
     train(tiny_text, tmp_path / "split", model_cfg, cfg.replace(max_steps=16))
     resumed = resume(tiny_text, tmp_path / "split", max_steps=32)
     assert resumed.step == straight.step == 32
     assert resumed.history["epoch"][-1] > 1.0
-    a, b = _params(tmp_path / "straight"), _params(tmp_path / "split")
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    for name in ("last.pt", "best.pt"):
+        a, b = _params(tmp_path / "straight", name), _params(tmp_path / "split", name)
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     for key in ("step", "epoch", "train_loss", "val_loss", "lr"):
         assert straight.history[key] == resumed.history[key], key
+    averages = [checkpoint.load(tmp_path / run / "last.pt").train_state["ema"] for run in ("straight", "split")]
+    if regularised:
+        for a, b in zip(*averages, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    else:
+        assert averages == [None, None]
+
+
+def test_ema_scores_keeps_and_samples_the_averaged_weights(tmp_path, tiny_text, tiny_model_config,
+                                                            tiny_train_config):
+    # With --ema the best checkpoint holds the moving average (what the reported loss scored and what
+    # `charrnn sample` reads), last.pt the weights training goes on from, with the average beside them.
+    cfg = tiny_train_config.replace(max_steps=40, eval_interval=40, ema=0.9)
+    result = train(tiny_text, tmp_path / "run", tiny_model_config, cfg)
+    assert result.best_step == 40
+    best = checkpoint.load(tmp_path / "run" / "best.pt")
+    last = checkpoint.load(tmp_path / "run" / "last.pt")
+    average = last.train_state["ema"]
+    for averaged, kept in zip(average, best.model.parameters(), strict=True):
+        torch.testing.assert_close(averaged, kept.detach(), rtol=0, atol=0)
+    assert any(not torch.equal(a, p.detach()) for a, p in zip(average, last.model.parameters(), strict=True))
+    # The average is a smoothed copy of the training weights: near them, not equal.
+    gap = max(float((a - p.detach()).abs().max()) for a, p in zip(average, last.model.parameters(), strict=True))
+    assert 0 < gap < 0.5
 
 
 def test_resume_refuses_another_alphabet(tmp_path, tiny_text, tiny_model_config, tiny_train_config):
