@@ -216,13 +216,19 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
         with _process_group():
             result = training.resume(text, resume_run, log=progress, **train_flags)
     else:
+        architecture = sorted(set(model_flags) - {"dropout", "weight_drop"})
+        if init_from is not None and architecture:
+            names = ", ".join("--" + k.replace("_", "-") for k in architecture)
+            raise CharRNNError(f"--init-from keeps the trained model's architecture; drop {names} "
+                               "(only --dropout and --weight-drop can change)")
         model_config, train_config = _configs(preset, model_flags, train_flags)
         run_dir = out or _runs_dir_for(run_name(text_files))
         _refuse_overwrite(run_dir, explicit=out is not None)
         with _process_group():
             if init_from is not None:
                 result = training.fine_tune(text, run_dir, init_from, train_config,
-                                            dropout=model_flags.get("dropout"), corpus=corpus, log=progress)
+                                            dropout=model_flags.get("dropout"), weight_drop=model_flags.get("weight_drop"),
+                                            corpus=corpus, log=progress)
             else:
                 result = training.train(text, run_dir, model_config, train_config, corpus=corpus, log=progress)
     if main_process:

@@ -619,18 +619,19 @@ def resume(text: str | CorpusSource, run_dir: str | os.PathLike, *, log: Log | N
 
 
 def fine_tune(text: str | CorpusSource, run_dir: str | os.PathLike, init_from: str | os.PathLike,
-              train_config: TrainConfig, *, dropout: float | None = None, corpus: dict[str, Any] | None = None,
-              log: Log | None = None) -> TrainResult:
+              train_config: TrainConfig, *, dropout: float | None = None, weight_drop: float | None = None,
+              corpus: dict[str, Any] | None = None, log: Log | None = None) -> TrainResult:
     """Start a new run on `text` from the weights of `init_from`.
 
     Characters the new text adds are appended to the vocabulary (old ids keep their meaning) with
-    freshly initialised embedding and head rows.
+    freshly initialised embedding and head rows. The architecture is the source's; only its
+    regularisation (`dropout`, `weight_drop`) may change.
     """
     source = checkpoint.load(init_from)
     vocab = source.vocab.extend(as_source(text).chars())
     old = source.model_config
-    model_config = ModelConfig.from_dict({**old.to_dict(), "vocab_size": len(vocab),
-                                          **({"dropout": dropout} if dropout is not None else {})})
+    changes = {k: v for k, v in (("dropout", dropout), ("weight_drop", weight_drop)) if v is not None}
+    model_config = ModelConfig.from_dict({**old.to_dict(), "vocab_size": len(vocab), **changes})
     trainer = Trainer(text, run_dir, model_config, train_config, vocab=vocab, corpus=corpus, log=log)
     new_state = trainer.model.state_dict()
     n_old = old.vocab_size

@@ -23,6 +23,8 @@ from charrnn.cli import main
 TRAIN_FAST = ["--embed-dim", "8", "--hidden-size", "16", "--num-layers", "1", "--batch-size", "4",
               "--seq-len", "16", "--max-steps", "4", "--eval-interval", "2", "--device", "cpu",
               "--sample-length", "0", "--precision", "fp32"]
+# Fine-tuning keeps the trained architecture, so it takes only the run-limit flags.
+FINE_TUNE_FAST = TRAIN_FAST[6:]
 
 
 def invoke(args):
@@ -151,8 +153,12 @@ CASES = [
     ("train", "newer", ["train", "{root}/play.txt", "--resume", "{root}/newer"], ["newer than this charrnn", "upgrade"]),
     ("train", "truncated", ["train", "{root}/play.txt", "--resume", "{root}/truncated.pt"],
      ["truncated or corrupt"]),
-    ("train", None, ["train", "{root}/play.txt", "--init-from", "{root}/nowhere", *TRAIN_FAST, "--out", "{root}/ft"],
+    ("train", None, ["train", "{root}/play.txt", "--init-from", "{root}/nowhere", *FINE_TUNE_FAST, "--out", "{root}/ft"],
      ["nowhere", "does not exist"]),
+    ("train", None, ["train", "{root}/play.txt", "--init-from", "{root}/run", "--hidden-size", "64", "--num-layers", "3",
+                     *TRAIN_FAST, "--out", "{root}/ft"], ["keeps the trained model's architecture", "--hidden-size, --num-layers"]),
+    ("train", None, ["train", "{root}/play.txt", "--weight-drop", "1"], ["--weight-drop"]),
+    ("train", None, ["train", "{root}/play.txt", "--ema", "1"], ["--ema"]),
     # --- sample: checkpoints
     ("sample", None, ["sample", "-c", "{root}/nowhere"], ["nowhere", "does not exist"]),
     ("sample", "emptydir", ["sample", "-c", "{root}/emptydir"], ["holds no checkpoint"]),

@@ -126,6 +126,13 @@ def test_fine_tune_grows_vocabulary_and_keeps_old_embeddings(tmp_path, tiny_text
     n = len(base.vocab)
     torch.testing.assert_close(tuned.model.embed.weight[:n], base.model.embed.weight, rtol=0, atol=1e-6)
     assert tuned.meta["init_from"].endswith("best.pt")
+    # With a moving average the average starts from the trained weights, not the random ones, and
+    # the regularisation may change for the new corpus.
+    averaged = fine_tune(essay, tmp_path / "averaged", tmp_path / "base",
+                         tiny_train_config.replace(max_steps=1, eval_interval=1, lr=1e-9, ema=0.99), weight_drop=0.2)
+    best = checkpoint.load(averaged.run_dir / "best.pt")
+    assert best.model_config.weight_drop == 0.2
+    torch.testing.assert_close(best.model.embed.weight[:n], base.model.embed.weight, rtol=0, atol=1e-6)
 
 
 def test_warmup_then_cosine_schedule():
