@@ -100,10 +100,13 @@ class _Progress:
             steps = f", max {t['max_steps']} steps" if t["max_steps"] else ""
             resumed = f", resuming at step {event['resumed_at']}" if event["resumed_at"] else ""
             procs = f" x {event['world_size']} processes" if event.get("world_size", 1) > 1 else ""
+            regularised = "".join(f", {label} {value:g}" for label, value in (
+                ("dropout", m.get("dropout", 0)), ("weight drop", m.get("weight_drop", 0)), ("EMA", t.get("ema", 0)))
+                if value)
             click.echo(f"{m['num_layers']}x{m['hidden_size']} {m['model'].upper()} "
-                       f"({event['params'] / 1e6:.2f}M params, vocab {event['vocab_size']}) on "
-                       f"{event['device']}{procs} ({event['precision']}), batch {t['batch_size']} x seq {t['seq_len']}"
-                       f"{budget}{steps}{resumed} -> {event['run_dir']}", err=True)
+                       f"({event['params'] / 1e6:.2f}M params, vocab {event['vocab_size']}{regularised}) on "
+                       f"{event['device']}{procs} ({event['precision']}), batch {t['batch_size']} x seq {t['seq_len']}, "
+                       f"lr {t['lr']:g}{budget}{steps}{resumed} -> {event['run_dir']}", err=True)
         elif kind == "corpus":  # preparing the memory-mapped id file (corpus_cache)
             click.echo(event["message"], err=True)
         elif kind == "step":
