@@ -346,7 +346,7 @@ def remove_stale_temp_files(run_dir: str | os.PathLike) -> list[Path]:
     """
     removed = []
     run_dir = Path(run_dir)
-    for name in (BEST, LAST, META, "metrics.jsonl"):
+    for name in (BEST, LAST, META, "metrics.jsonl", "losses.png"):
         for tmp in run_dir.glob(f".{name}.*.tmp"):
             try:
                 tmp.unlink()

@@ -115,11 +115,19 @@ def plot_losses(history: dict[str, list], out: str | os.PathLike,
         ax.legend(fontsize=8)
     fig.suptitle("charrnn training loss")
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        _atomic_savefig(fig, out, "png", dpi=100)
+    finally:
+        plt.close(fig)
     return out
+
+
+def _atomic_savefig(fig: Any, path: Path, fmt: str, **kwargs: Any) -> None:
+    """Through a temporary file and a rename, like every file charrnn writes: an interrupted or
+    failed write leaves the previous figure, and no temporary file behind."""
+    from .checkpoint import atomic_write
+
+    atomic_write(path, lambda f: fig.savefig(f, format=fmt, **kwargs))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -131,13 +139,13 @@ def _save_png_svg(fig: Any, out: str | os.PathLike, dpi: int = 100) -> tuple[Pat
     base = Path(out)
     base = base.with_suffix("") if base.suffix in (".png", ".svg") else base
     written = []
-    for ext in ("png", "svg"):
-        path = base.with_name(f"{base.name}.{ext}")
-        tmp = path.with_name(f".{path.name}.tmp.{ext}")
-        fig.savefig(tmp, dpi=dpi, metadata={"Date": None} if ext == "svg" else None)
-        os.replace(tmp, path)
-        written.append(path)
-    plt.close(fig)
+    try:
+        for ext in ("png", "svg"):
+            path = base.with_name(f"{base.name}.{ext}")
+            _atomic_savefig(fig, path, ext, dpi=dpi, metadata={"Date": None} if ext == "svg" else None)
+            written.append(path)
+    finally:
+        plt.close(fig)
     return written[0], written[1]
 
 
