@@ -13,14 +13,17 @@ renamed into place: a crash or kill at any moment leaves the previous file intac
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
 import os
 import pickle
+import signal
 import tempfile
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,12 +93,47 @@ def save(path: str | os.PathLike, model: torch.nn.Module, meta: dict[str, Any],
     }
     if train_state is not None:
         payload["train_state"] = train_state
+
+    def serialise(f: Any) -> None:
+        with _signals_held():
+            torch.save(payload, f)
+
     try:
-        atomic_write(path, lambda f: torch.save(payload, f))
+        atomic_write(path, serialise)
     except OSError as exc:
         raise CharRNNError(f"could not write checkpoint {path}: {exc.strerror or exc}; "
                            "the previous checkpoint is unchanged") from None
     return path
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Run the Python handlers of SIGINT/SIGTERM that arrive inside this block when it ends.
+
+    torch.save drives its zip writer from C++ and calls back into Python for every write; an
+    exception raised by a signal handler in there (a second Ctrl-C's KeyboardInterrupt) leaves the
+    writer half-way, and the process then aborts ("terminate called ...") or fails with torch's
+    internal RuntimeError. Held here, the handler runs as soon as the serialisation returns (it
+    takes milliseconds); the slow part, fsync on a slow disk, stays interruptible.
+    Handlers that are not Python functions (the defaults that kill the process) are left alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers only ever run in the main thread
+        return
+    held: list[int] = []
+    previous: dict[int, Callable[..., Any]] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):  # restored in reverse: SIGINT last
+        handler = signal.getsignal(sig)
+        if callable(handler):
+            previous[sig] = handler
+            signal.signal(sig, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for sig in reversed(previous):
+            signal.signal(sig, previous[sig])
+        for signum in held:  # in order: a first Ctrl-C asks to stop, a second raises
+            previous[signum](signum, None)
 
 
 def write_meta(run_dir: str | os.PathLike, meta: dict[str, Any]) -> None:

@@ -92,6 +92,9 @@ class _Progress:
         kind = event["event"]
         if kind == "warning":
             click.echo(f"warning: {event['message']}", err=True)
+        elif kind == "stopping":  # the answer to a Ctrl-C, quiet or not: the final evaluation can take a while
+            click.echo(f"{chr(10) if self.tty else ''}{event['signal']} at step {event['step']}: evaluating and saving "
+                       "a resumable checkpoint (Ctrl-C again stops at once and keeps the last save)", err=True)
         if self.quiet:
             return
         if kind == "start":

@@ -521,6 +521,7 @@ class Trainer:
                         break
                     if stop.signal:
                         reason = stop.signal
+                        self.log({"event": "stopping", "signal": stop.signal, "step": self.step})
                         break
                     loss = self.train_step()
                     self.elapsed = start_elapsed + time.perf_counter() - t0

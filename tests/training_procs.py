@@ -43,14 +43,40 @@ def kill_during_save(n):
         return real(obj, f, *args, **kwargs)
     torch.save = save
 
-def slow_saves(seconds):
-    # A slow disk: every torch.save lingers inside its temporary file before returning.
-    import time
-    real = torch.save
+def ctrl_c_twice_inside_save(n):
+    # The n-th torch.save is hit by two Ctrl-Cs while torch's zip writer (C++) is in the middle of
+    # the file, inside one of its calls back to Python's write(): a user pressing Ctrl-C twice
+    # mid-save, at the worst moment, every time rather than by luck.
+    real, count = torch.save, [0]
+    class Interrupted:
+        def __init__(self, f):
+            self.f, self.writes = f, 0
+        def write(self, data):
+            self.writes += 1
+            if self.writes == 3:
+                signal.raise_signal(signal.SIGINT); signal.raise_signal(signal.SIGINT)
+            return self.f.write(data)
+        def __getattr__(self, name):
+            return getattr(self.f, name)
     def save(obj, f, *args, **kwargs):
-        real(obj, f, *args, **kwargs)
-        time.sleep(seconds)
+        count[0] += 1
+        return real(obj, Interrupted(f) if count[0] == n else f, *args, **kwargs)
     torch.save = save
+
+def stall_first_checkpoint_fsync(marker, seconds=120.0):
+    # A slow disk: the first fsync of a checkpoint's temporary file hangs. `marker` appears when it
+    # starts, so a test can signal the process while it is certainly in the middle of that write.
+    import time
+    real, stalled = os.fsync, [False]
+    def fsync(fd):
+        name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+        if not stalled[0] and name.startswith((".best.pt.", ".last.pt.")):
+            stalled[0] = True
+            open(marker, "w").close()
+            time.sleep(seconds)
+            print("slow disk: the stalled fsync finished", flush=True)
+        return real(fd)
+    os.fsync = fsync
 
 print("ready", flush=True)
 for line in sys.stdin:
@@ -66,8 +92,10 @@ for line in sys.stdin:
             sys.stdin = open(os.devnull)
             if job.get("kill_on_save"):
                 kill_during_save(job["kill_on_save"])
-            if job.get("slow_save"):
-                slow_saves(job["slow_save"])
+            if job.get("ctrl_c_twice_on_save"):
+                ctrl_c_twice_inside_save(job["ctrl_c_twice_on_save"])
+            if job.get("stall_marker"):
+                stall_first_checkpoint_fsync(job["stall_marker"])
             try:
                 charrnn.cli.main.main(args=job["argv"], prog_name="charrnn")
                 code = 0
@@ -121,15 +149,17 @@ class Zygote:
         return line.strip()
 
     def start(self, argv: list, cwd: Path, log: Path, kill_on_save: int | None = None,
-              slow_save: float | None = None) -> int:
+              ctrl_c_twice_on_save: int | None = None, stall_marker: Path | None = None) -> int:
         """Fork a child running `charrnn <argv>` in `cwd`, its output going to `log`; returns its pid.
 
-        `kill_on_save=n`: SIGKILL in the middle of the n-th checkpoint write. `slow_save=s`: every
-        checkpoint write lingers `s` seconds in its temporary file (a slow disk).
+        `kill_on_save=n`: SIGKILL in the middle of the n-th checkpoint write. `ctrl_c_twice_on_save=n`:
+        two SIGINTs inside torch's serialisation of the n-th checkpoint. `stall_marker=path`: the first
+        checkpoint fsync hangs (a slow disk) and `path` is created when it starts.
         """
         assert self.pid is None, "one child at a time"
         job = {"argv": [str(a) for a in argv], "cwd": str(cwd), "log": str(log), "kill_on_save": kill_on_save,
-               "slow_save": slow_save}
+               "ctrl_c_twice_on_save": ctrl_c_twice_on_save,
+               "stall_marker": None if stall_marker is None else str(stall_marker)}
         self.proc.stdin.write(json.dumps(job) + "\n")
         self.proc.stdin.flush()
         kind, pid = self._read().split()
