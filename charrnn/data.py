@@ -13,7 +13,10 @@ import numpy as np
 import torch
 
 from .errors import CharRNNError
+from .runtime import derived_seed
 from .vocab import Vocab
+
+MAX_STREAM_BYTES = 256 << 20  # what read_text takes from a pipe or a device
 
 
 def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
@@ -26,9 +29,16 @@ def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
     if path.is_dir():
         raise CharRNNError(f"{path} is a directory; give a text file")
     try:
-        raw = path.read_bytes()
+        if path.is_file():
+            raw = path.read_bytes()
+        else:  # a pipe or a device has no size to trust (/dev/zero never ends): read a bounded amount
+            with open(path, "rb") as f:
+                raw = f.read(MAX_STREAM_BYTES + 1)
     except OSError as exc:
         raise CharRNNError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(raw) > MAX_STREAM_BYTES and not path.is_file():
+        raise CharRNNError(f"{path} is a pipe or a device that gives more than {MAX_STREAM_BYTES >> 20} MiB; "
+                           "save the text to a file first")
     if not raw:
         raise CharRNNError(f"{path} is empty")
     if b"\x00" in raw[:65536] and not encoding.lower().replace("-", "").replace("_", "").startswith(("utf16", "utf32")):
@@ -162,7 +172,7 @@ class StreamBatcher:
         spare = (self.streams.shape[1] - 1) - self.windows_per_epoch * self.seq_len
         if epoch == 0 or spare <= 0:
             return 0
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        gen = torch.Generator().manual_seed(derived_seed(self.seed, epoch))
         return int(torch.randint(0, spare + 1, (1,), generator=gen))
 
     def window(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:

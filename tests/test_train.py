@@ -30,6 +30,11 @@ def test_loss_falls_and_best_checkpoint_is_kept(tmp_path, tiny_text, tiny_model_
     assert meta["vocab"] == sorted(set(tiny_text)) and meta["model_config"]["hidden_size"] == 32
 
 
+def test_the_largest_seed_trains(tmp_path, tiny_text, tiny_model_config, tiny_train_config):
+    cfg = tiny_train_config.replace(seed=2**63 - 1, max_steps=3, eval_interval=3)
+    assert train(tiny_text, tmp_path / "run", tiny_model_config, cfg).step == 3
+
+
 @pytest.mark.parametrize("kind", ["gru", "rnn"])
 def test_other_cores_train(tmp_path, tiny_text, tiny_model_config, tiny_train_config, kind):
     cfg = ModelConfig.from_dict({**tiny_model_config.to_dict(), "model": kind})
