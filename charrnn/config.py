@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from .errors import CharRNNError
 
 MODEL_TYPES = ("lstm", "gru", "rnn")
-MAX_VOCAB_SIZE = 1 << 20  # every Unicode code point fits below this
+MAX_VOCAB_SIZE = 1 << 20  # about a million characters: far more than any real text's alphabet
 
 T = TypeVar("T")
 
@@ -141,7 +141,8 @@ class TrainConfig:
                f"warmup_steps must be >= 0, got {self.warmup_steps!r}")
         _check(self.decay_steps is None or (isinstance(self.decay_steps, int) and self.decay_steps >= 1),
                f"decay_steps must be a positive integer, got {self.decay_steps!r}")
-        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        _check(isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+               f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
         _check(isinstance(self.ema, (int, float)) and 0.0 <= self.ema < 1.0, f"ema must be in [0, 1), got {self.ema!r}")
         _check(self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip!r}")
         _check(self.max_steps is None or (isinstance(self.max_steps, int) and self.max_steps >= 1),
@@ -152,7 +153,8 @@ class TrainConfig:
                "give a step limit or a time budget, or training never ends")
         _check(0.0 < self.val_frac < 1.0, f"val_frac must be in (0, 1), got {self.val_frac!r}")
         _check(isinstance(self.seed, int) and 0 <= self.seed < 2**63, f"seed must be a non-negative integer, got {self.seed!r}")
-        _check(self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"),
+        _check(isinstance(self.device, str) and (self.device.lower() in ("auto", "cpu", "cuda", "mps")
+                                                 or self.device.lower().startswith("cuda:")),
                f"device must be auto, cpu, cuda or mps, got {self.device!r}")
         _check(self.precision in ("auto", "fp32", "bf16"),
                f"precision must be auto, fp32 or bf16, got {self.precision!r}")
@@ -221,6 +223,9 @@ def preset_for(device_type: str, time_budget: float | None) -> str:
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?:in)?)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
 
 
+MAX_DURATION = 365 * 24 * 3600.0
+
+
 def parse_duration(text: str) -> float:
     """'10m', '90s', '1h30m', '2.5m' or a bare number of minutes -> seconds."""
     text = str(text).strip().lower()
@@ -233,5 +238,7 @@ def parse_duration(text: str) -> float:
         h, m, s = (float(g) if g else 0.0 for g in match.groups())
         value = h * 3600 + m * 60 + s
     if not math.isfinite(value) or value <= 0:
-        raise CharRNNError(f"duration must be positive, got {text!r}")
+        raise CharRNNError(f"duration must be positive and finite, got {text!r}")
+    if value > MAX_DURATION:
+        raise CharRNNError(f"duration {text!r} is absurdly long (at most 365 days)")
     return value

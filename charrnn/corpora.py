@@ -138,7 +138,8 @@ def paulgraham_from_archive(archive: Path) -> bytes:
                 if handle is not None:
                     files[inner] = handle.read()
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise CharRNNError(f"not a readable tar archive ({exc})") from None
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # tarfile's messages run to lines
+        raise CharRNNError(f"not a readable tar archive ({reason})") from None
 
     def text_of(inner: str) -> str:
         if inner not in files:
@@ -263,8 +264,10 @@ def download_and_build(url: str, dest: str | os.PathLike, sha256: str, build: Ca
     return dest
 
 
-def copy_from_mirror(mirror: str | os.PathLike, corpus: Corpus, dest: Path) -> Path:
+def copy_from_mirror(mirror: str | os.PathLike, corpus: Corpus, dest: Path, origin: str = "") -> Path:
     mirror = Path(mirror)
+    if not mirror.is_dir():
+        raise CharRNNError(f"mirror folder {mirror}{origin} does not exist")
     for name in (corpus.mirror_name, corpus.filename):
         source = mirror / name
         if source.is_file():
@@ -274,7 +277,7 @@ def copy_from_mirror(mirror: str | os.PathLike, corpus: Corpus, dest: Path) -> P
 
             _copy_verified(read_into, dest, corpus.sha256, str(source))
             return dest
-    raise CharRNNError(f"mirror folder {mirror} has no {corpus.mirror_name}")
+    raise CharRNNError(f"mirror folder {mirror}{origin} has no {corpus.mirror_name}")
 
 
 def get(name: str, data_dir: str | os.PathLike = "data", mirror: str | os.PathLike | None = None,
@@ -291,9 +294,13 @@ def get(name: str, data_dir: str | os.PathLike = "data", mirror: str | os.PathLi
     dest = Path(data_dir) / corpus.filename
     if dest.is_file() and not force and sha256_file(dest) == corpus.sha256:
         return dest
-    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
+    if mirror is not None and url is not None:
+        raise CharRNNError("give --mirror or --url, not both")
+    origin = ""
+    if mirror is None and url is None and os.environ.get(MIRROR_ENV):  # an explicit --url beats the environment
+        mirror, origin = os.environ[MIRROR_ENV], f" (from ${MIRROR_ENV})"
     if mirror:
-        return copy_from_mirror(mirror, corpus, dest)
+        return copy_from_mirror(mirror, corpus, dest, origin)
     source = url or corpus.url
     if corpus.build is None:
         return download(source, dest, corpus.sha256)

@@ -206,6 +206,8 @@ def resolve_inputs(paths: Sequence[str | os.PathLike], encoding: str = "utf-8") 
     files: list[Path] = []
     skipped: list[Path] = []
     for raw in paths:
+        if not str(raw).strip():  # Path("") is the current folder: never train on that by accident
+            raise CharRNNError("an empty path was given as TEXT; name a text file, directory or glob")
         path = Path(raw)
         if path.is_dir():
             found, skip = _walk(path, encoding)
@@ -214,6 +216,9 @@ def resolve_inputs(paths: Sequence[str | os.PathLike], encoding: str = "utf-8") 
             files += found
             skipped += skip
         elif path.exists():
+            if not path.is_file():  # a pipe (<(...)), FIFO or device: no size, and it can be read only once
+                raise CharRNNError(f"{path} is not a regular file (a pipe or a device); training reads its corpus "
+                                   "more than once, so save the text to a file first")
             files.append(path)
         elif _GLOB_CHARS.search(str(raw)):
             matches = sorted(glob.glob(str(raw), recursive=True))
@@ -240,6 +245,16 @@ def resolve_inputs(paths: Sequence[str | os.PathLike], encoding: str = "utf-8") 
     if not unique:
         raise CharRNNError(f"no text files in {', '.join(map(str, paths))}")
     return unique, skipped
+
+
+def _ids_in_range(path: Path, dtype: np.dtype, vocab_size: int) -> bool:
+    """Whether every id in a cached id file names a character (a damaged file would otherwise reach
+    the model's embedding as an out-of-range index). A streaming pass; skipped where every value fits."""
+    if vocab_size > np.iinfo(dtype).max:
+        return True
+    ids = np.memmap(path, dtype=dtype, mode="r")
+    step = 1 << 26
+    return all(int(ids[i : i + step].max()) < vocab_size for i in range(0, len(ids), step))
 
 
 def run_name(paths: Sequence[str | os.PathLike]) -> str:
@@ -524,8 +539,11 @@ class CorpusFiles:
                     raise CharRNNError(f"the corpus changed while it was being encoded ({len(self.files)} file(s) "
                                        f"from {self.files[0]}); run again")
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):  # disk full, file too large: say which file, and the way out
+                raise CharRNNError(f"could not write the encoded corpus {path}: {exc.strerror or exc}; "
+                                   f"choose a cache folder with room with --cache-dir or ${CACHE_ENV}") from None
             raise
 
     def load(self, vocab: Vocab | None = None, val_frac: float = 0.1) -> EncodedCorpus:
@@ -547,6 +565,10 @@ class CorpusFiles:
             meta = _read_json(meta_path)
             fresh = (meta is not None and meta.get("sha256") == stats["sha256"] and bin_path.is_file()
                      and bin_path.stat().st_size == (n_train + n_val) * dtype.itemsize)
+            if fresh and not _ids_in_range(bin_path, dtype, len(vocab)):
+                self.log({"event": "warning", "message": f"the cached ids in {bin_path} are damaged; "
+                          "encoding the corpus again"})
+                fresh = False
             if not fresh:
                 t0 = time.perf_counter()
                 self._write_ids(bin_path, vocab, heads, n_train, n_val)

@@ -164,6 +164,38 @@ class _StopFlag:
                 signal.signal(sig, old)
 
 
+class _MetricsLog:
+    """The per-step log, appended as training goes. A failed write (disk full, file too large)
+    stops training with the file named; the checkpoints are untouched and rows after the last
+    one are dropped on resume anyway."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = open(path, "a", encoding="utf-8")
+
+    def _failed(self, exc: OSError) -> CharRNNError:
+        return CharRNNError(f"could not write {self.path}: {exc.strerror or exc}; the checkpoints are unchanged, "
+                            "so --resume continues once there is room")
+
+    def write(self, row: dict[str, Any]) -> None:
+        try:
+            self.file.write(json.dumps(row) + "\n")
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self.file.flush()
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+    def close(self) -> None:
+        try:
+            self.file.close()
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+
 def _rng_state(device: torch.device) -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
@@ -500,7 +532,7 @@ class Trainer:
         chars_per_step = cfg.batch_size * cfg.seq_len
         log_t, log_step = time.perf_counter(), self.step
         reason = "max_steps"
-        metrics = open(self.run_dir / "metrics.jsonl" if self.dist.is_main else os.devnull, "a", encoding="utf-8")
+        metrics = _MetricsLog(self.run_dir / "metrics.jsonl" if self.dist.is_main else Path(os.devnull))
         self.log({"event": "start", "run_dir": str(self.run_dir), "device": str(self.device),
                   "precision": self.precision, "params": sum(p.numel() for p in self.model.parameters()),
                   "model_config": self.model_config.to_dict(), "train_config": cfg.to_dict(),
@@ -527,8 +559,8 @@ class Trainer:
                     self.elapsed = start_elapsed + time.perf_counter() - t0
                     self._check_loss(loss)
                     recent.append(loss)
-                    metrics.write(json.dumps({"step": self.step, "loss": round(loss, 5), "lr": self._lr,
-                                              "time": round(self.elapsed, 3)}) + "\n")
+                    metrics.write({"step": self.step, "loss": round(loss, 5), "lr": self._lr,
+                                   "time": round(self.elapsed, 3)})
                     self.curve.add(self.step, self.elapsed, loss)
                     if self.step % cfg.log_interval == 0:
                         now = time.perf_counter()

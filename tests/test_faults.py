@@ -241,6 +241,42 @@ def test_failed_write_reports_the_error_and_keeps_the_previous_checkpoint(tmp_pa
     assert cli(["train", text_file, "--resume", run_dir, "--max-steps", 6]).exit_code == 0
 
 
+def test_a_full_disk_while_logging_steps_names_the_file_and_keeps_the_checkpoints(zygote, tmp_path, text_file):
+    run_dir = tmp_path / "run"
+    zygote.start(["train", text_file, "--out", run_dir, "--max-steps", 4, "--eval-interval", 2, *TINY], tmp_path,
+                 tmp_path / "first.log")  # in the children's corpus cache, so the limited run only trains
+    assert zygote.wait() == 0
+    before = {name: (run_dir / name).read_bytes() for name in ("best.pt", "last.pt", "meta.json")}
+    # metrics.jsonl may grow by ~60 rows, then every write past that fails (a real EFBIG from the kernel)
+    limit = (run_dir / "metrics.jsonl").stat().st_size + 4000
+    argv = ["train", text_file, "--resume", run_dir, "--max-steps", 10**6, "--eval-interval", 10**6]
+    zygote.start(argv, tmp_path, tmp_path / "train.log", file_size_limit=limit)
+    assert zygote.wait() == 1
+    output = (tmp_path / "train.log").read_text()
+    assert "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1, output
+    assert f"could not write {run_dir / 'metrics.jsonl'}: File too large" in errors[0]
+    assert "checkpoints are unchanged" in errors[0]
+    for name, data in before.items():
+        assert (run_dir / name).read_bytes() == data, name
+    assert cli(["train", text_file, "--resume", run_dir, "--max-steps", 6]).exit_code == 0  # room again: it goes on
+    assert [step for step, _ in losses(run_dir)] == list(range(1, 7))
+
+
+def test_a_full_disk_while_encoding_the_corpus_names_the_cache_and_the_way_out(zygote, tmp_path, text_file):
+    cache = tmp_path / "cache"
+    argv = ["train", text_file, "--out", tmp_path / "run", "--cache-dir", cache, *TINY, "--max-steps", 2]
+    zygote.start(argv, tmp_path, tmp_path / "train.log", file_size_limit=2000)  # the ids take ~6 kB
+    assert zygote.wait() == 1
+    output = (tmp_path / "train.log").read_text()
+    errors = [line for line in output.splitlines() if line.startswith("Error")]
+    assert "Traceback" not in output and len(errors) == 1, output
+    assert f"could not write the encoded corpus {cache}" in errors[0] and "File too large" in errors[0]
+    assert "--cache-dir" in errors[0]
+    assert not list(cache.rglob("*.tmp"))  # the half-written id file is gone
+
+
 def test_exploding_loss_names_the_kept_checkpoint(tmp_path, text_file, monkeypatch):
     from charrnn.train import Trainer
 

@@ -3,6 +3,7 @@ file, the cache's reuse and rebuild rules, directories/globs/several files, and 
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,6 +101,20 @@ def test_cache_is_reused_rehashed_or_rebuilt(tmp_path):
     assert again.last_status == "built"
     assert "X" in changed.vocab and changed.vocab.decode(changed.train_ids[:10]) == "abcdefghiX"
     assert changed.info["sha256"] != first.info["sha256"]
+
+
+def test_a_damaged_cache_is_encoded_again_not_fed_to_the_model(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("abcdefghij" * 100, encoding="utf-8")
+    first = CorpusFiles([path], cache_dir=tmp_path / "cache").load(val_frac=0.1)
+    id_file = Path(first.info["id_file"])
+    id_file.write_bytes(b"\xff" * id_file.stat().st_size)  # same size, ids no character has
+    warnings = []
+    again = CorpusFiles([path], cache_dir=tmp_path / "cache", log=warnings.append)
+    loaded = again.load(val_frac=0.1)
+    assert again.last_status == "built"
+    assert any("damaged" in e.get("message", "") for e in warnings)
+    assert loaded.vocab.decode(loaded.train_ids[:10]) == "abcdefghij"
 
 
 def _tree(root):

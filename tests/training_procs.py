@@ -96,6 +96,9 @@ for line in sys.stdin:
                 ctrl_c_twice_inside_save(job["ctrl_c_twice_on_save"])
             if job.get("stall_marker"):
                 stall_first_checkpoint_fsync(job["stall_marker"])
+            if job.get("file_size_limit"):  # writes past it fail with EFBIG (Python ignores SIGXFSZ)
+                import resource
+                resource.setrlimit(resource.RLIMIT_FSIZE, (job["file_size_limit"], resource.RLIM_INFINITY))
             try:
                 charrnn.cli.main.main(args=job["argv"], prog_name="charrnn")
                 code = 0
@@ -149,17 +152,19 @@ class Zygote:
         return line.strip()
 
     def start(self, argv: list, cwd: Path, log: Path, kill_on_save: int | None = None,
-              ctrl_c_twice_on_save: int | None = None, stall_marker: Path | None = None) -> int:
+              ctrl_c_twice_on_save: int | None = None, stall_marker: Path | None = None,
+              file_size_limit: int | None = None) -> int:
         """Fork a child running `charrnn <argv>` in `cwd`, its output going to `log`; returns its pid.
 
         `kill_on_save=n`: SIGKILL in the middle of the n-th checkpoint write. `ctrl_c_twice_on_save=n`:
         two SIGINTs inside torch's serialisation of the n-th checkpoint. `stall_marker=path`: the first
-        checkpoint fsync hangs (a slow disk) and `path` is created when it starts.
+        checkpoint fsync hangs (a slow disk) and `path` is created when it starts. `file_size_limit=n`:
+        no file can grow past n bytes (a full disk, for the files that grow).
         """
         assert self.pid is None, "one child at a time"
         job = {"argv": [str(a) for a in argv], "cwd": str(cwd), "log": str(log), "kill_on_save": kill_on_save,
                "ctrl_c_twice_on_save": ctrl_c_twice_on_save,
-               "stall_marker": None if stall_marker is None else str(stall_marker)}
+               "stall_marker": None if stall_marker is None else str(stall_marker), "file_size_limit": file_size_limit}
         self.proc.stdin.write(json.dumps(job) + "\n")
         self.proc.stdin.flush()
         kind, pid = self._read().split()
