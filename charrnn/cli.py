@@ -207,18 +207,26 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
         raise CharRNNError("--ddp needs several processes: launch with torchrun --nproc_per_node N -m charrnn train ...")
     main_process = is_main_process()  # under torchrun only rank 0 prints
     progress = _Progress(quiet or not main_process)
+    flags = {k: v for k, v in flags.items() if v is not None}
+    model_keys = {f for f in ModelConfig.__dataclass_fields__} - {"vocab_size"}
+    model_flags = {k: v for k, v in flags.items() if k in model_keys}
+    train_flags = {k: v for k, v in flags.items() if k not in model_keys}
+    if resume_run is not None:  # options that would be ignored are refused before the corpus is read
+        if init_from is not None or model_flags:
+            raise CharRNNError("--resume continues a run as it was; it takes no --init-from or model options")
+        if out is not None or click.get_current_context().get_parameter_source("preset").name != "DEFAULT":
+            raise CharRNNError(f"--resume continues the run in {resume_run} with its own settings; "
+                               "it takes no --out or --preset")
+        if resume_run.is_file():
+            if resume_run.name != "last.pt":
+                raise CharRNNError(f"--resume takes a run folder (the one holding last.pt), not the file {resume_run}")
+            resume_run = resume_run.parent
     text = CorpusFiles.from_paths(text_files, encoding=encoding, separator=parse_separator(separator),
                                   val_split=val_split, cache_dir=cache_dir, log=progress if main_process else None)
     corpus: dict[str, Any] = {"path": str(Path(text_files[0]).resolve()), "name": Path(text_files[0]).name}
     if len(text_files) > 1:
         corpus["inputs"] = [str(Path(p).resolve()) for p in text_files]
-    flags = {k: v for k, v in flags.items() if v is not None}
-    model_keys = {f for f in ModelConfig.__dataclass_fields__} - {"vocab_size"}
-    model_flags = {k: v for k, v in flags.items() if k in model_keys}
-    train_flags = {k: v for k, v in flags.items() if k not in model_keys}
     if resume_run is not None:
-        if init_from is not None or model_flags:
-            raise CharRNNError("--resume continues a run as it was; it takes no --init-from or model options")
         with _process_group():
             result = training.resume(text, resume_run, log=progress, **train_flags)
     else:
@@ -315,6 +323,7 @@ def _decoding_options(func: Any) -> Any:
         click.option("--stop", multiple=True, help=r"End right after this string (repeatable; escapes like '\n\n' work)."),
         click.option("--prime", default=None, help="Text to warm the hidden state with."),
         click.option("--prime-file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Read the prime from this file (several lines are fine)."),
+        click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of --prime-file."),
         click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Same seed, same text.  [default: random, printed]"),
         click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True, help="What to do with prime characters the model never saw."),
         click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or mps."),
@@ -324,23 +333,43 @@ def _decoding_options(func: Any) -> Any:
     return func
 
 
-def _setup(checkpoint: Path | None, device: str, prime: str | None, prime_file: Path | None, stop: tuple[str, ...],
-           seed: int | None, temperature: float | None, **decoding: Any) -> tuple[Any, str, list[str], int, Any]:
-    """Load the model and turn the shared options into library arguments."""
+def _setup(checkpoint: Path | None, device: str, prime: str | None, prime_file: Path | None, encoding: str,
+           stop: tuple[str, ...], unknown: str, seed: int | None, temperature: float | None,
+           **decoding: Any) -> tuple[Any, str, list[str], int, Any]:
+    """Load the model and turn the shared options into library arguments, all of them checked:
+    the output starts only once nothing in the input can fail any more."""
     from .checkpoint import load
     from .data import read_text
     from .runtime import resolve_device
-    from .sample import Decoding, unescape
+    from .sample import Decoding, check_stops, prime_ids, unescape
 
     if prime is not None and prime_file is not None:
         raise CharRNNError("give --prime or --prime-file, not both")
-    prime_text = read_text(prime_file) if prime_file is not None else (prime or "")
+    _refuse_ignored_decoding(temperature, decoding)
+    prime_text = read_text(prime_file, encoding=encoding) if prime_file is not None else (prime or "")
     stops = [unescape(s) for s in stop]
     settings = Decoding(temperature=0.8 if temperature is None else temperature, **decoding)
     ckpt = load(_checkpoint_dir(checkpoint), resolve_device(device))
+    prime_ids(ckpt.vocab, prime_text, unknown)
+    check_stops(stops, ckpt.vocab)
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
     return ckpt, prime_text, stops, seed, settings
+
+
+def _refuse_ignored_decoding(temperature: float | None, decoding: dict[str, Any]) -> None:
+    """Greedy decoding takes the most likely character: options that shape a draw would be ignored."""
+    if not (decoding["greedy"] or temperature == 0):
+        return
+    ignored = [name for name, used in (("--top-k", decoding["top_k"] is not None),
+                                       ("--top-p", decoding["top_p"] is not None),
+                                       ("--epsilon", bool(decoding["epsilon"])),
+                                       ("--temperature", decoding["greedy"] and temperature not in (None, 0)))
+               if used]
+    if ignored:
+        how = "--greedy" if decoding["greedy"] else "-t 0"
+        raise CharRNNError(f"{how} always takes the most likely character, so {', '.join(ignored)} would do "
+                           "nothing; drop it, or sample with a temperature > 0")
 
 
 @main.command()
@@ -352,12 +381,12 @@ def _setup(checkpoint: Path | None, device: str, prime: str | None, prime_file: 
 @click.option("--echo-prime/--no-echo-prime", default=True, help="Print the prime before the generated text.  [default: echo]")
 @click.option("--show-top", type=int, default=None, metavar="K", help="Instead of the text, show each step's top K candidates (as `charrnn inspect`).")
 @click.option("--csv", "as_csv", is_flag=True, help="With --show-top: CSV instead of an aligned table.")
-def sample(checkpoint: Path | None, device: str, prime: str | None, prime_file: Path | None, stop: tuple[str, ...],
-           seed: int | None, temperature: float | None, length: int, unknown: str, num_samples: int,
+def sample(checkpoint: Path | None, device: str, prime: str | None, prime_file: Path | None, encoding: str,
+           stop: tuple[str, ...], seed: int | None, temperature: float | None, length: int, unknown: str, num_samples: int,
            beam: int | None, length_penalty: float, fmt: str, echo_prime: bool, show_top: int | None,
            as_csv: bool, **decoding: Any) -> None:
     """Generate text from a trained model, one character at a time, streamed as it is made."""
-    from .sample import beam_search, check_length, check_num_samples
+    from .sample import beam_search, check_kept, check_length, check_num_samples
 
     check_length(length)
     if length < 1:  # the library allows 0 (a warm-up only); asking the CLI for no text is a mistake
@@ -366,11 +395,17 @@ def sample(checkpoint: Path | None, device: str, prime: str | None, prime_file: 
     if show_top is not None:
         if beam is not None or num_samples != 1 or fmt != "text":
             raise CharRNNError("--show-top shows one sample; it takes no --beam, --num-samples or --format")
-        _inspect(checkpoint, device, prime, prime_file, stop, seed, temperature, length, unknown, show_top, as_csv,
-                 40, decoding)
+        _inspect(checkpoint, device, prime, prime_file, encoding, stop, seed, temperature, length, unknown, show_top,
+                 as_csv, 40, decoding)
         return
     if as_csv:
         raise CharRNNError("--csv goes with --show-top")
+    if beam is None and length_penalty != 1.0:
+        raise CharRNNError("--length-penalty ranks beam search results; it goes with --beam")
+    if beam is not None:
+        check_kept(beam, length, "beam hypotheses")
+    elif not (num_samples == 1 and fmt == "text"):  # only a single text sample streams in constant memory
+        check_kept(num_samples, length, "samples")
     if beam is not None:
         changed = [name for name, value in (("--temperature", temperature), ("--top-k", decoding["top_k"]),
                                             ("--top-p", decoding["top_p"])) if value is not None]
@@ -378,8 +413,8 @@ def sample(checkpoint: Path | None, device: str, prime: str | None, prime_file: 
                                           ("--repetition-penalty", decoding["repetition_penalty"] != 1.0)) if on]
         if changed:
             raise CharRNNError(f"--beam ranks by the model's own probabilities; drop {', '.join(changed)}")
-    ckpt, prime_text, stops, seed, settings = _setup(checkpoint, device, prime, prime_file, stop, seed, temperature,
-                                                     **decoding)
+    ckpt, prime_text, stops, seed, settings = _setup(checkpoint, device, prime, prime_file, encoding, stop, unknown,
+                                                     seed, temperature, **decoding)
     if beam is not None:
         click.echo(f"beam search, width {beam}", err=True)
         results = beam_search(ckpt.model, ckpt.vocab, length, width=beam, num_return=num_samples, prime=prime_text,
@@ -400,9 +435,8 @@ def sample(checkpoint: Path | None, device: str, prime: str | None, prime_file: 
 def _stream_one(ckpt: Any, length: int, echo: str, prime: str, settings: Any, seed: int, stops: list[str],
                 unknown: str) -> None:
     """Write each character as it is made; nothing is kept, so any length runs in constant memory."""
-    from .sample import prime_ids, stream
+    from .sample import stream
 
-    prime_ids(ckpt.vocab, prime, unknown)  # refuse a bad prime before echoing it: the error is its own line
     out = sys.stdout
     flush_each = out.isatty()
     out.write(echo)
@@ -437,22 +471,22 @@ def _print_samples(results: list[Any], echo: str, fmt: str) -> None:
 @click.option("-k", "--top", type=int, default=5, show_default=True, help="Candidates shown per position.")
 @click.option("--context-width", type=int, default=40, show_default=True, help="Characters of context shown (its end).")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV (raw characters, full precision) instead of an aligned table.")
-def inspect(checkpoint: Path | None, device: str, prime: str | None, prime_file: Path | None, stop: tuple[str, ...],
-            seed: int | None, temperature: float | None, length: int, unknown: str, top: int, context_width: int,
-            as_csv: bool, **decoding: Any) -> None:
+def inspect(checkpoint: Path | None, device: str, prime: str | None, prime_file: Path | None, encoding: str,
+            stop: tuple[str, ...], seed: int | None, temperature: float | None, length: int, unknown: str, top: int,
+            context_width: int, as_csv: bool, **decoding: Any) -> None:
     """Generate as `sample` does and show, for each position, the context and the top candidates.
 
     The probabilities are those of the distribution the character was drawn from (after
     temperature, top-k/top-p and the repetition penalty; with --greedy, the model's own at T=1).
     The same seed gives the same text as `charrnn sample`.
     """
-    _inspect(checkpoint, device, prime, prime_file, stop, seed, temperature, length, unknown, top, as_csv,
+    _inspect(checkpoint, device, prime, prime_file, encoding, stop, seed, temperature, length, unknown, top, as_csv,
              context_width, decoding)
 
 
-def _inspect(checkpoint: Path | None, device: str, prime: str | None, prime_file: Path | None, stop: tuple[str, ...],
-             seed: int | None, temperature: float | None, length: int, unknown: str, top: int, as_csv: bool,
-             context_width: int, decoding: dict[str, Any]) -> None:
+def _inspect(checkpoint: Path | None, device: str, prime: str | None, prime_file: Path | None, encoding: str,
+             stop: tuple[str, ...], seed: int | None, temperature: float | None, length: int, unknown: str, top: int,
+             as_csv: bool, context_width: int, decoding: dict[str, Any]) -> None:
     import csv
 
     from .sample import check_length, inspect_steps, step_csv_header, step_csv_row, step_table_header, step_table_row
@@ -464,8 +498,8 @@ def _inspect(checkpoint: Path | None, device: str, prime: str | None, prime_file
         raise CharRNNError(f"number of candidates shown must be in 1..1000, got {top}")
     if not 0 <= context_width <= 10_000:
         raise CharRNNError(f"context width must be in 0..10000, got {context_width}")
-    ckpt, prime_text, stops, seed, settings = _setup(checkpoint, device, prime, prime_file, stop, seed, temperature,
-                                                     **decoding)
+    ckpt, prime_text, stops, seed, settings = _setup(checkpoint, device, prime, prime_file, encoding, stop, unknown,
+                                                     seed, temperature, **decoding)
     click.echo(f"seed {seed}, {settings.strategy}", err=True)
     top = min(top, len(ckpt.vocab))
     steps = inspect_steps(ckpt.model, ckpt.vocab, length, top=top, prime=prime_text, decoding=settings, seed=seed,
@@ -503,6 +537,8 @@ def score(text_file: Path, checkpoint: Path | None, context: str, per_char: Path
     from .runtime import resolve_device
     from .scoring import score_text, surprisal_lines
 
+    if per_char is not None and str(per_char) != "-" and not per_char.parent.is_dir():  # say so before scoring
+        raise CharRNNError(f"--per-char {per_char}: folder {per_char.parent} does not exist")
     text = read_text(text_file, encoding=encoding)
     ckpt = load(_checkpoint_dir(checkpoint), resolve_device(device))
     result = score_text(ckpt.model, ckpt.vocab, text, context=context, unknown=unknown, per_char=per_char is not None)
@@ -576,6 +612,7 @@ def sweep(checkpoint: Path | None, out: Path | None, temperatures: str, greedy: 
     out = out or Path("sweeps") / (run_dir.stem if run_dir.is_file() else run_dir.name)
     config = sweeping.SweepConfig(temperatures=sweeping.parse_temperatures(temperatures), greedy=greedy,
                                   num_samples=num_samples, length=length, seed=seed, prime=prime)
+    out.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made fails now, not after the sampling
 
     def progress(event: dict[str, Any]) -> None:
         if event["event"] == "index":

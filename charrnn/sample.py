@@ -35,6 +35,9 @@ from .vocab import Vocab
 MAX_LENGTH = 100_000_000
 MAX_SAMPLES = 100_000
 MAX_BEAM = 1_000
+# Characters held in memory at once (every sample's text, every beam step's back-pointers): a few
+# hundred MB at most. One streamed sample keeps nothing and may be up to MAX_LENGTH long.
+MAX_KEPT = 20_000_000
 GREEDY_BELOW = 1e-100  # temperatures below this are greedy (see Decoding.is_greedy)
 PRIME_CHUNK = 8192  # prime characters per model call while warming (bounds memory for huge primes)
 
@@ -125,6 +128,14 @@ def check_num_samples(num_samples: int) -> None:
         raise CharRNNError(f"number of samples must be in 1..{MAX_SAMPLES:,}, got {num_samples!r}")
 
 
+def check_kept(count: int, length: int, what: str) -> None:
+    """Refuse `count` texts of `length` kept in memory together when that is absurdly large."""
+    if count * length > MAX_KEPT:
+        raise CharRNNError(f"{count:,} {what} of {length:,} characters are absurdly many to keep in memory "
+                           f"(at most {MAX_KEPT:,} characters in all); ask for fewer or shorter ones "
+                           "(a single sample streams at any length)")
+
+
 def check_stops(stop: Sequence[str], vocab: Vocab) -> list[str]:
     """Non-empty stop strings; one with a character the model cannot produce is a mistake."""
     if isinstance(stop, str):
@@ -168,9 +179,12 @@ def unescape(text: str) -> str:
         try:
             if len(hexa) != digits:
                 raise ValueError
-            out.append(chr(int(hexa, 16)))
+            value = int(hexa, 16)
         except ValueError:
             raise CharRNNError(f"bad escape \\{code}{hexa} in {text!r}: needs {digits} hex digits") from None
+        if value > 0x10FFFF:
+            raise CharRNNError(f"bad escape \\{code}{hexa} in {text!r}: beyond the last Unicode code point (10FFFF)")
+        out.append(chr(value))
         i += 2 + digits
     return "".join(out)
 
@@ -477,6 +491,8 @@ class Generation:
         self.decoding = decoding = decoding or Decoding()
         check_length(length)
         check_num_samples(num_samples)
+        if keep_text:
+            check_kept(num_samples, length, "samples")
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise CharRNNError(f"seed must be an integer, got {seed!r}")
         self.model, self.vocab, self.length = model, vocab, length
@@ -673,6 +689,7 @@ def beam_search(model: CharRNN, vocab: Vocab, length: int, *, width: int = 4, nu
         raise CharRNNError(f"beam width must be in 1..{MAX_BEAM}, got {width!r}")
     if not isinstance(num_return, int) or isinstance(num_return, bool) or not 1 <= num_return <= width:
         raise CharRNNError(f"number of beams returned must be in 1..{width} (the beam width), got {num_return!r}")
+    check_kept(width, length, "beam hypotheses")
     # length**penalty must stay finite for any length up to MAX_LENGTH; useful values are 0..2
     if not (isinstance(length_penalty, (int, float)) and math.isfinite(length_penalty) and 0 <= length_penalty <= 10):
         raise CharRNNError(f"length penalty must be in [0, 10], got {length_penalty!r}")

@@ -55,11 +55,14 @@ def score_text(model: CharRNN, vocab: Vocab, text: str, *, context: str = "", un
     """
     if not isinstance(chunk, int) or chunk < 1:
         raise CharRNNError(f"chunk must be a positive integer, got {chunk!r}")
-    try:
-        ids = vocab.encode(context + text, unknown=unknown)
-        scored_from = len(vocab.encode(context, unknown=unknown)) if context else 1
-    except CharRNNError as exc:
-        raise CharRNNError(f"scored {exc}; use --unknown skip to drop them") from None  # "scored text contains ..."
+    encoded = []
+    for part, what in ((context, "context"), (text, "scored")):
+        try:
+            encoded.append(vocab.encode(part, unknown=unknown))
+        except CharRNNError as exc:  # "<what> text contains ..."
+            raise CharRNNError(f"{what} {exc}; use --unknown skip to drop them") from None
+    ids = encoded[0] + encoded[1]
+    scored_from = len(encoded[0]) if context else 1
     if context and scored_from == 0:
         raise CharRNNError("the context has no character the model knows")
     if len(ids) - scored_from < 1:

@@ -46,10 +46,11 @@ def _corpus_cache_in_tmp(tmp_path_factory, monkeypatch):
 
 def one_error_line(result, *fragments: str) -> str:
     """A CLI failure as users must see it: non-zero exit, no traceback, exactly one "Error" line
-    naming every fragment. Returns that line."""
+    naming every fragment, and nothing on stdout (a pipeline gets no half a result). Returns that line."""
     output = result.output
     assert result.exit_code not in (0, None), output
     assert "Traceback" not in output, output
+    assert result.stdout == "", output
     errors = [line for line in output.splitlines() if line.startswith("Error")]
     assert len(errors) == 1, output
     for fragment in fragments:

@@ -87,12 +87,21 @@ def _prepare(root, setup, monkeypatch):
                                         encoding="utf-8")
     elif setup == "vocab-limit":
         monkeypatch.setattr(config, "MAX_VOCAB_SIZE", 20)
+    elif setup == "fifo":
+        if not (root / "fifo").exists():
+            os.mkfifo(root / "fifo")
+    elif setup == "endless":  # /dev/zero never ends: what is read from a device is bounded (here, small)
+        monkeypatch.setattr("charrnn.data.MAX_STREAM_BYTES", 1 << 16)
+    elif setup == "no-env-mirror":
+        monkeypatch.setenv("CHARRNN_DATA_MIRROR", str(root / "gone"))
     elif setup in ("corrupt", "truncated", "newer", "textfile", "no-last"):
         data = (run / "best.pt").read_bytes()
         if setup == "corrupt":
             (root / "corrupt.pt").write_bytes(data[:100] + bytes(len(data) - 200) + data[-100:])
         elif setup == "truncated":
             (root / "truncated.pt").write_bytes(data[: len(data) // 3])
+            (root / "truncated-run").mkdir(exist_ok=True)  # a run whose last.pt a crash cut short
+            (root / "truncated-run" / "last.pt").write_bytes((run / "last.pt").read_bytes()[:1000])
         elif setup == "newer":
             payload = torch.load(run / "best.pt", weights_only=True)
             payload["format_version"] = checkpoint.FORMAT_VERSION + 1
@@ -151,8 +160,18 @@ CASES = [
     ("train", None, ["train", "{root}/play.txt", "--resume", "{root}/run", "--hidden-size", "64"],
      ["takes no --init-from or model options"]),
     ("train", "newer", ["train", "{root}/play.txt", "--resume", "{root}/newer"], ["newer than this charrnn", "upgrade"]),
-    ("train", "truncated", ["train", "{root}/play.txt", "--resume", "{root}/truncated.pt"],
-     ["truncated or corrupt"]),
+    ("train", "truncated", ["train", "{root}/play.txt", "--resume", "{root}/truncated-run"],
+     ["truncated-run/last.pt", "truncated or corrupt"]),
+    ("train", None, ["train", "{root}/play.txt", "--resume", "{root}/run/best.pt"], ["run folder", "best.pt"]),
+    ("train", None, ["train", "{root}/play.txt", "--resume", "{root}/run", "--out", "{root}/elsewhere"],
+     ["takes no --out or --preset"]),
+    ("train", None, ["train", "{root}/play.txt", "--resume", "{root}/run", "--preset", "cpu30"],
+     ["takes no --out or --preset"]),
+    ("train", None, ["train", ""], ["empty path"]),
+    ("train", "fifo", ["train", "{root}/fifo"], ["fifo", "not a regular file", "save the text to a file"]),
+    ("train", None, ["train", "{root}/play.txt", "--weight-decay", "inf"], ["weight_decay", "finite", "inf"]),
+    ("train", None, ["train", "{root}/play.txt", "--time-budget", "1e400"], ["positive and finite"]),
+    ("train", None, ["train", "{root}/play.txt", "--time-budget", "1e300"], ["absurdly long"]),
     ("train", None, ["train", "{root}/play.txt", "--init-from", "{root}/nowhere", *FINE_TUNE_FAST, "--out", "{root}/ft"],
      ["nowhere", "does not exist"]),
     ("train", None, ["train", "{root}/play.txt", "--init-from", "{root}/run", "--hidden-size", "64", "--num-layers", "3",
@@ -169,9 +188,13 @@ CASES = [
     # --- sample: prime
     ("sample", None, ["sample", "-c", "{root}/run", "--prime", "Zebra@"], ["2 character(s)", "'@'", "'Z'", "--unknown skip"]),
     ("sample", None, ["sample", "-c", "{root}/run", "--prime-file", "{root}/nowhere.txt"], ["nowhere.txt"]),
-    ("sample", "binary", ["sample", "-c", "{root}/run", "--prime-file", "{root}/blob.bin"], ["blob.bin"]),
+    ("sample", "binary", ["sample", "-c", "{root}/run", "--prime-file", "{root}/blob.bin"], ["blob.bin", "binary"]),
+    ("sample", "latin", ["sample", "-c", "{root}/run", "--prime-file", "{root}/latin.txt"], ["not valid utf-8", "--encoding"]),
+    ("sample", "endless", ["sample", "-c", "{root}/run", "--prime-file", "/dev/zero"], ["/dev/zero", "save the text to a file"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--prime", "ROMEO", "--stop", "@"], ["stop string", "'@'"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--stop", "\\U00110000"], ["beyond the last Unicode code point"]),
     # --- sample: decoding options
-    ("sample", None, ["sample", "-c", "{root}/run", "-t", "-1"], ["-1"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "-t", "-1"], ["temperature must be > 0", "-1"]),
     ("sample", None, ["sample", "-c", "{root}/run", "-t", "nan"], ["nan"]),
     ("sample", None, ["sample", "-c", "{root}/run", "-t", "inf"], ["inf"]),
     ("sample", None, ["sample", "-c", "{root}/run", "--top-k", "0"], ["top-k", "0"]),
@@ -184,7 +207,14 @@ CASES = [
     ("sample", None, ["sample", "-c", "{root}/run", "--repetition-penalty", "0.5"], ["repetition", "0.5"]),
     ("sample", None, ["sample", "-c", "{root}/run", "-n", "-5"], ["-5"]),
     ("sample", None, ["sample", "-c", "{root}/run", "-n", "1000000000000"], ["1000000000000"]),
-    ("sample", None, ["sample", "-c", "{root}/run", "--num-samples", "0"], ["0"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--num-samples", "0"], ["number of samples must be in 1..", "got 0"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--num-samples", "1000", "-n", "1000000"], ["absurdly many"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--beam", "1000", "-n", "100000"], ["beam", "absurdly many"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--length-penalty", "2"], ["--length-penalty", "--beam"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--greedy", "--top-k", "3"], ["--greedy", "--top-k", "would do nothing"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "-t", "0", "--top-p", "0.5", "--epsilon", "0.1"],
+     ["-t 0", "--top-p, --epsilon"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--greedy", "-t", "0.7"], ["--greedy", "--temperature"]),
     ("sample", None, ["sample", "-c", "{root}/run", "--beam", "0"], ["beam", "0"]),
     ("sample", None, ["sample", "-c", "{root}/run", "--device", "tpu"], ["unknown device 'tpu'"]),
     ("sample", None, ["sample", "-c", "{root}/run", "--seed", "-1"], ["--seed"]),
@@ -192,19 +222,30 @@ CASES = [
     # --- inspect, score, sweep, data
     ("inspect", None, ["inspect", "-c", "{root}/run", "--top-k", "0"], ["top-k", "0"]),
     ("inspect", None, ["inspect", "-c", "{root}/run", "--prime", "Zq"], ["'Z'", "--unknown skip"]),
+    ("inspect", None, ["inspect", "-c", "{root}/run", "--prime", "Zq", "--csv"], ["'Z'", "--unknown skip"]),
+    ("inspect", None, ["inspect", "-c", "{root}/run", "--stop", "@", "--csv"], ["stop string", "'@'"]),
+    ("sample", None, ["sample", "-c", "{root}/run", "--show-top", "2", "--csv", "--prime", "Zq"], ["'Z'"]),
     ("inspect", None, ["inspect", "-c", "{root}/truncated.pt"], ["truncated"]),
     ("score", None, ["score", "-c", "{root}/run", "{root}/missing.txt"], ["missing.txt"]),
     ("score", "latin", ["score", "-c", "{root}/run", "{root}/latin.txt"], ["not valid utf-8", "--encoding"]),
     ("score", "empty", ["score", "-c", "{root}/run", "{root}/empty.txt"], ["empty"]),
     ("score", "other-alphabet", ["score", "-c", "{root}/run", "{root}/other.txt"], ["'X'", "--unknown skip"]),
-    ("score", "corrupt", ["score", "-c", "{root}/corrupt.pt", "{root}/play.txt"], ["corrupt.pt"]),
+    ("score", "corrupt", ["score", "-c", "{root}/corrupt.pt", "{root}/play.txt"], ["corrupt.pt", "truncated or corrupt"]),
+    ("score", None, ["score", "-c", "{root}/run", "{root}/play.txt", "--context", "@"], ["context text", "'@'"]),
+    ("score", None, ["score", "-c", "{root}/run", "{root}/play.txt", "--per-char", "{root}/nowhere/x.tsv"],
+     ["{root}/nowhere", "does not exist"]),
+    ("score", "endless", ["score", "-c", "{root}/run", "/dev/zero"], ["/dev/zero", "save the text to a file"]),
     ("sweep", None, ["sweep", "-c", "{root}/run", "--temperatures", "hot,cold", "--out", "{root}/sw"], ["hot"]),
     ("sweep", None, ["sweep", "-c", "{root}/run", "--temperatures", "-1", "--out", "{root}/sw"], ["-1"]),
     ("sweep", None, ["sweep", "-c", "{root}/run", "--length", "0", "--out", "{root}/sw"], ["--length"]),
     ("sweep", "truncated", ["sweep", "-c", "{root}/truncated.pt", "--out", "{root}/sw"], ["truncated"]),
     ("data", None, ["data", "get", "wikipedia"], ["unknown corpus"]),
     ("data", None, ["data", "get", "shakespeare", "--mirror", "{root}/no-mirror", "--data-dir", "{root}/d"],
-     ["no-mirror"]),
+     ["no-mirror", "does not exist"]),
+    ("data", "no-env-mirror", ["data", "get", "shakespeare", "--data-dir", "{root}/d"],
+     ["{root}/gone", "$CHARRNN_DATA_MIRROR", "does not exist"]),
+    ("data", None, ["data", "get", "shakespeare", "--mirror", "{root}", "--url", "http://127.0.0.1:9/x"],
+     ["--mirror or --url, not both"]),
 ]
 
 
@@ -226,6 +267,13 @@ def test_the_documented_ways_out_of_those_errors_work(work, monkeypatch):
     assert skipped.exit_code == 0, skipped.output
     greedy = invoke(["sample", "-c", work / "run", "-t", "0", "-n", "5"])
     assert greedy.exit_code == 0, greedy.output
+    (work / "latin.txt").write_bytes("¿Qué pasó, señor?\n".encode("latin-1"))
+    latin = invoke(["sample", "-c", work / "run", "--prime-file", work / "latin.txt", "--encoding", "latin-1",
+                    "-n", "5", "--seed", "1"])
+    assert latin.exit_code == 0, latin.output
+    assert latin.stdout.startswith("¿Qué pasó, señor?\n")  # the prime, decoded as the user said, then the text
+    by_file = invoke(["train", work / "play.txt", "--resume", work / "run" / "last.pt", "--max-steps", "5"])
+    assert by_file.exit_code == 0 and "resuming at step 4" in by_file.output, by_file.output
 
 
 def test_no_run_anywhere_says_how_to_make_one(tmp_path, monkeypatch):
