@@ -229,7 +229,36 @@ def validate_meta(meta: Any, where: str = "checkpoint") -> tuple[ModelConfig, Vo
     if len(vocab) != model_config.vocab_size:
         raise CharRNNError(f"{where}: vocabulary has {len(vocab)} characters but the model "
                            f"expects {model_config.vocab_size}")
+    _check_corpus(meta.get("corpus"), where)
     return model_config, vocab
+
+
+# What train and `charrnn train` record about the training text (cli.py, corpus_cache info), by type.
+# `sweep` opens `path` and reads `inputs`, `name` and `sha256`; other keys a library caller adds are left alone.
+_CORPUS_TEXT_KEYS = ("path", "name", "sha256", "separator", "val_split", "id_file")
+_CORPUS_COUNT_KEYS = ("chars", "files")
+
+
+def _check_corpus(corpus: Any, where: str) -> None:
+    """The record of the training text, checked whenever present: it reaches file-system calls in `sweep`.
+
+    None (for the whole record or one entry) means not recorded, which every reader handles.
+    """
+    if corpus is None:
+        return
+    if not isinstance(corpus, dict):
+        raise CharRNNError(f"{where}: corpus must be a mapping, got {type(corpus).__name__}")
+    for key in _CORPUS_TEXT_KEYS:
+        value = corpus.get(key)
+        if value is not None and not isinstance(value, str):
+            raise CharRNNError(f"{where}: corpus {key} must be a string, got {type(value).__name__}")
+    inputs = corpus.get("inputs")
+    if inputs is not None and not (isinstance(inputs, list) and all(isinstance(p, str) for p in inputs)):
+        raise CharRNNError(f"{where}: corpus inputs must be a list of file paths")
+    for key in _CORPUS_COUNT_KEYS:
+        value = corpus.get(key)
+        if value is not None and not _is_int(value):
+            raise CharRNNError(f"{where}: corpus {key} must be a non-negative integer, got {value!r:.40}")
 
 
 def _check_state_dict(state: Any, model: CharRNN, where: Path) -> None:

@@ -601,10 +601,11 @@ def data_list() -> None:
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=_SWEEP_DEFAULTS.seed, show_default=True, help="First seed; the same at every temperature.")
 @click.option("--prime", default=_SWEEP_DEFAULTS.prime, help="Text to warm the hidden state with, the same at every temperature.  [default: none]")
 @click.option("--corpus", type=click.Path(path_type=Path), default=None, help="Training text to compare samples with.  [default: the path in the checkpoint]")
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the training text.")
 @click.option("--check", is_flag=True, help="Exit with status 1 unless the spectrum holds (repetition falls, invention rises, greedy loops, T=2 invents a third of its words).")
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or mps.")
 def sweep(checkpoint: Path | None, out: Path | None, temperatures: str, greedy: bool, num_samples: int, length: int,
-          seed: int, prime: str, corpus: Path | None, check: bool, device: str) -> None:
+          seed: int, prime: str, corpus: Path | None, encoding: str, check: bool, device: str) -> None:
     """Sample a model across temperatures and measure the repetitive-to-chaotic spectrum."""
     from . import sweep as sweeping
 
@@ -612,6 +613,7 @@ def sweep(checkpoint: Path | None, out: Path | None, temperatures: str, greedy: 
     out = out or Path("sweeps") / (run_dir.stem if run_dir.is_file() else run_dir.name)
     config = sweeping.SweepConfig(temperatures=sweeping.parse_temperatures(temperatures), greedy=greedy,
                                   num_samples=num_samples, length=length, seed=seed, prime=prime)
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made fails now, not after the sampling
 
     def progress(event: dict[str, Any]) -> None:
@@ -622,7 +624,13 @@ def sweep(checkpoint: Path | None, out: Path | None, temperatures: str, greedy: 
         elif event["event"] == "warning":
             click.echo(f"warning: {event['message']}", err=True)
 
-    result = sweeping.sweep(run_dir, out, config, corpus=corpus, device=device, on_progress=progress)
+    try:
+        result = sweeping.sweep(run_dir, out, config, corpus=corpus, encoding=encoding, device=device,
+                                on_progress=progress)
+    except BaseException:
+        if made and not any(out.iterdir()):  # a refused checkpoint or corpus leaves no empty folder behind
+            out.rmdir()
+        raise
     click.echo(sweeping.format_summary(result))
     click.echo(f"wrote {out}/: report.html, report.md, metrics.csv/json, summary.csv, sweep.png/svg, "
                f"spectrum.png/svg, samples/ in {result.timings['total_s']:.1f}s", err=True)

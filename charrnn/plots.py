@@ -162,8 +162,9 @@ def _sweep_axis(ax: Any, summary: list[dict[str, Any]], key: str, *, color: str 
         ax.plot(xs, [s["mean"] * scale for s in stats], "o-", color=color, ms=3.5, lw=1.5, label=label)
     for r in summary:
         if r["greedy"]:  # a star in the series' colour, so stacked greedy points stay attributable
+            # With no line to carry the label (a greedy-only sweep), the star names the series in the legend.
             ax.plot([0.0], [r["metrics"][key]["mean"] * scale], "*", color=color, mec="black", mew=0.6, ms=11,
-                    zorder=5)
+                    zorder=5, label=None if sampled else label)
     ax.set_xlim(left=-0.05)
     ax.grid(alpha=0.3)
 
@@ -208,10 +209,13 @@ def plot_spectrum(summary: list[dict[str, Any]], excerpts: dict[str, str], out: 
     """The spectrum: repetition and invention against temperature beside sample excerpts (PNG and SVG)."""
     plt = _pyplot()
     fig = plt.figure(figsize=(13, 7.2), constrained_layout=True)
-    grid = fig.add_gridspec(len(excerpts) or 1, 2, width_ratios=[1.0, 1.35])
-    half = max(1, len(excerpts) // 2)
-    rep = fig.add_subplot(grid[:half, 0])
-    inv = fig.add_subplot(grid[half:, 0], sharex=rep)
+    # The two plots and the excerpts get grids of their own: slicing one shared grid by the number of
+    # excerpts leaves no row for the second plot when a sweep has a single setting.
+    grid = fig.add_gridspec(1, 2, width_ratios=[1.0, 1.35])
+    plots_grid = grid[0, 0].subgridspec(2, 1)
+    text_grid = grid[0, 1].subgridspec(max(1, len(excerpts)), 1)
+    rep = fig.add_subplot(plots_grid[0, 0])
+    inv = fig.add_subplot(plots_grid[1, 0], sharex=rep)
     _sweep_axis(rep, summary, "repeated_ngram_share", color="tab:blue", label="repeated 8-grams", percent=True)
     _sweep_axis(rep, summary, "copied_ngram_share", color="tab:green", label="10-grams copied from training text",
                 percent=True)
@@ -225,7 +229,7 @@ def plot_spectrum(summary: list[dict[str, Any]], excerpts: dict[str, str], out: 
     inv.legend(fontsize=7.5, loc="upper left")
     by_setting = {r["setting"]: r for r in summary}
     for i, (setting, text) in enumerate(excerpts.items()):
-        ax = fig.add_subplot(grid[i, 1])
+        ax = fig.add_subplot(text_grid[i, 0])
         ax.set_axis_off()
         row = by_setting.get(setting)
         facts = ""

@@ -19,6 +19,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +76,18 @@ class SweepConfig:
             if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 < t <= MAX_TEMPERATURE:
                 raise CharRNNError(f"temperatures must be numbers in (0, {MAX_TEMPERATURE:g}], got {t!r}")
         if len(set(temps)) != len(temps):
-            raise CharRNNError("temperatures must not repeat")
+            repeated = next(t for t in temps if temps.count(t) > 1)
+            raise CharRNNError(f"temperatures must not repeat: {repeated:g} is given more than once")
         if not temps and not self.greedy:
             raise CharRNNError("nothing to sample: give temperatures or keep greedy")
-        object.__setattr__(self, "temperatures", tuple(sorted(float(t) for t in temps)))
+        temps = tuple(sorted(float(t) for t in temps))
+        # A setting is known by its label in the summary, the tables and samples/<label>.txt: two
+        # temperatures sharing one would merge their rows and overwrite each other's samples.
+        for low, high in pairwise(temps):
+            if label(low) == label(high):
+                raise CharRNNError(f"temperatures {low!r} and {high!r} would both be reported as {label(low)}; "
+                                   "give temperatures that differ in their first 6 significant digits")
+        object.__setattr__(self, "temperatures", temps)
         if isinstance(self.num_samples, bool) or not isinstance(self.num_samples, int) or not 1 <= self.num_samples <= 10_000:
             raise CharRNNError(f"number of samples must be in 1..10000, got {self.num_samples!r}")
         if isinstance(self.length, bool) or not isinstance(self.length, int) or not 1 <= self.length <= 1_000_000:
@@ -311,10 +320,10 @@ def run(model: Any, vocab: Any, corpus_text: str, config: SweepConfig | None = N
 
 
 def command_line(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, config: SweepConfig,
-                 corpus: str | os.PathLike | None = None) -> str:
+                 corpus: str | os.PathLike | None = None, encoding: str = "utf-8") -> str:
     """The exact `charrnn sweep` command that regenerates a sweep."""
     parts = ["charrnn", "sweep", "-c", str(checkpoint), "--out", str(out_dir),
-             "--temperatures", ",".join(f"{t:g}" for t in config.temperatures),
+             "--temperatures", ",".join(_exact(t) for t in config.temperatures),
              "--num-samples", str(config.num_samples), "--length", str(config.length), "--seed", str(config.seed)]
     if config.prime:
         parts += ["--prime", config.prime]
@@ -322,18 +331,42 @@ def command_line(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, conf
         parts.append("--no-greedy")
     if corpus is not None:
         parts += ["--corpus", str(corpus)]
+    if encoding != "utf-8":
+        parts += ["--encoding", encoding]
     return " ".join(shlex.quote(p) for p in parts)
+
+
+def _exact(temperature: float) -> str:
+    """The short form (0.5, 2) where it is exact, else every digit: the command must give back the same value."""
+    short = f"{temperature:g}"
+    return short if float(short) == temperature else repr(float(temperature))
+
+
+def _recorded_corpus(meta: dict[str, Any]) -> dict[str, Any]:
+    """What the metadata records about the training text, keeping only entries of the types charrnn writes.
+
+    `checkpoint.load` refuses metadata with mistyped corpus entries; this also guards metadata given
+    directly, so a forged entry reads as not recorded instead of failing deep inside a path call.
+    """
+    corpus = meta.get("corpus") if isinstance(meta, dict) else None
+    if not isinstance(corpus, dict):
+        return {}
+    kept = {key: corpus[key] for key in ("path", "name", "sha256") if isinstance(corpus.get(key), str)}
+    inputs = corpus.get("inputs")
+    if isinstance(inputs, list) and all(isinstance(p, str) for p in inputs):
+        kept["inputs"] = inputs
+    return kept
 
 
 def corpus_path(meta: dict[str, Any], override: str | os.PathLike | None = None) -> Path:
     """The training text: `override`, else the path recorded in the checkpoint's metadata."""
     if override is not None:
         return Path(override)
-    recorded = (meta.get("corpus") or {}).get("path") if isinstance(meta.get("corpus"), dict) else None
-    if not recorded:
+    recorded = _recorded_corpus(meta)
+    if not recorded.get("path"):
         raise CharRNNError("the checkpoint does not record its training text; pass --corpus FILE")
-    path = Path(recorded)
-    if path.is_dir() or len(meta["corpus"].get("inputs") or []) > 1:
+    path = Path(recorded["path"])
+    if path.is_dir() or len(recorded.get("inputs", [])) > 1:
         raise CharRNNError(f"the checkpoint was trained on several files ({path}); pass --corpus FILE with "
                            "their text joined in one file")
     if not path.is_file():
@@ -342,9 +375,11 @@ def corpus_path(meta: dict[str, Any], override: str | os.PathLike | None = None)
 
 
 def sweep(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, config: SweepConfig | None = None, *,
-          corpus: str | os.PathLike | None = None, device: str = "cpu", command: str | None = None,
-          on_progress: Progress | None = None) -> SweepResult:
-    """Load a checkpoint, sweep it, and write samples, metrics, plots and report into `out_dir`."""
+          corpus: str | os.PathLike | None = None, encoding: str = "utf-8", device: str = "cpu",
+          command: str | None = None, on_progress: Progress | None = None) -> SweepResult:
+    """Load a checkpoint, sweep it, and write samples, metrics, plots and report into `out_dir`.
+
+    `encoding` is that of the training text the samples are compared with."""
     from . import checkpoint as ckpt_io
     from .data import read_text
     from .runtime import resolve_device
@@ -355,8 +390,8 @@ def sweep(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, config: Swe
     progress = on_progress or (lambda event: None)
     ckpt = ckpt_io.load(checkpoint, resolve_device(device))
     text_path = corpus_path(ckpt.meta, corpus)
-    text = read_text(text_path)
-    recorded = ckpt.meta.get("corpus") if isinstance(ckpt.meta.get("corpus"), dict) else {}
+    text = read_text(text_path, encoding=encoding)
+    recorded = _recorded_corpus(ckpt.meta)
     sha = sha256_text(text)
     if corpus is None and recorded.get("sha256") and recorded["sha256"] != sha:
         progress({"event": "warning", "message": f"{text_path} changed since training (sha256 differs)"})
@@ -375,7 +410,7 @@ def sweep(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, config: Swe
         "corpus_matches_training": (recorded.get("sha256") == sha) if recorded.get("sha256") else None,
     }
     result = run(ckpt.model, ckpt.vocab, text, config, on_progress=progress, source=source)
-    result.command = command or command_line(checkpoint, out_dir, config, corpus)
+    result.command = command or command_line(checkpoint, out_dir, config, corpus, encoding)
     write(result, out_dir)
     result.timings["total_s"] = time.perf_counter() - started
     # Once more with the total time, which includes drawing the figures (cheap next to sampling).

@@ -239,6 +239,8 @@ CASES = [
     ("sweep", None, ["sweep", "-c", "{root}/run", "--temperatures", "-1", "--out", "{root}/sw"], ["-1"]),
     ("sweep", None, ["sweep", "-c", "{root}/run", "--length", "0", "--out", "{root}/sw"], ["--length"]),
     ("sweep", "truncated", ["sweep", "-c", "{root}/truncated.pt", "--out", "{root}/sw"], ["truncated"]),
+    ("sweep", "latin", ["sweep", "-c", "{root}/run", "--corpus", "{root}/latin.txt", "--out", "{root}/sw"],
+     ["not valid utf-8", "--encoding"]),
     ("data", None, ["data", "get", "wikipedia"], ["unknown corpus"]),
     ("data", None, ["data", "get", "shakespeare", "--mirror", "{root}/no-mirror", "--data-dir", "{root}/d"],
      ["no-mirror", "does not exist"]),
@@ -274,6 +276,18 @@ def test_the_documented_ways_out_of_those_errors_work(work, monkeypatch):
     assert latin.stdout.startswith("¿Qué pasó, señor?\n")  # the prime, decoded as the user said, then the text
     by_file = invoke(["train", work / "play.txt", "--resume", work / "run" / "last.pt", "--max-steps", "5"])
     assert by_file.exit_code == 0 and "resuming at step 4" in by_file.output, by_file.output
+
+
+def test_a_refused_sweep_leaves_no_output_folder(work, monkeypatch):
+    monkeypatch.chdir(work)
+    (work / "latin.txt").write_bytes("¿Qué pasó, señor?\n".encode("latin-1") * 20)
+    args = ["sweep", "-c", work / "run", "--corpus", work / "latin.txt", "--out", work / "sw-latin", "--length", "3",
+            "--num-samples", "1", "--temperatures", "1", "--no-greedy"]
+    one_error_line(invoke(args), "--encoding")
+    assert not (work / "sw-latin").exists()
+    done = invoke([*args, "--encoding", "latin-1"])  # the way out the error names
+    assert done.exit_code == 0, done.output
+    assert (work / "sw-latin" / "report.md").is_file()
 
 
 def test_no_run_anywhere_says_how_to_make_one(tmp_path, monkeypatch):

@@ -179,6 +179,20 @@ META_CASES = [
     ("huge model claimed, tiny weights", _set(["meta", "model_config"], HUGE), "has shape"),
 ]
 
+# The record of the training text reaches file-system calls in `sweep` (and is carried on by a resume).
+CORPUS_CASES = [
+    ("corpus a string", _set(["meta", "corpus"], "play.txt"), "corpus must be a mapping, got str"),
+    ("corpus path a number", _set(["meta", "corpus", "path"], 123), "corpus path must be a string, got int"),
+    ("corpus path a list", _set(["meta", "corpus", "path"], ["play.txt"]), "corpus path must be a string, got list"),
+    ("corpus inputs a number", _set(["meta", "corpus", "inputs"], 5), "corpus inputs must be a list of file paths"),
+    ("corpus inputs of numbers", _set(["meta", "corpus", "inputs"], [1, 2]), "corpus inputs must be a list"),
+    ("corpus name a number", _set(["meta", "corpus", "name"], 7), "corpus name must be a string, got int"),
+    ("corpus sha256 a list", _set(["meta", "corpus", "sha256"], ["ab"]), "corpus sha256 must be a string"),
+    ("corpus chars a string", _set(["meta", "corpus", "chars"], "6000"), "corpus chars must be a non-negative integer"),
+    ("corpus chars negative", _set(["meta", "corpus", "chars"], -1), "corpus chars must be a non-negative integer"),
+]
+META_CASES += CORPUS_CASES
+
 
 def _crafted(work, tmp_path, change, name="last.pt"):
     payload = torch.load(work / "run" / "last.pt", weights_only=True)
@@ -209,6 +223,39 @@ def test_crafted_metadata_is_refused_before_any_tensor_is_used(work, tmp_path, m
     assert all(device == "meta" for _, device in built), built  # nothing allocated for a bad file
     line = one_error_line(invoke(["sample", "-c", run_dir, "-n", "5"]))
     assert fragment in line
+
+
+@pytest.mark.parametrize("command", [
+    ["inspect", "-c", "{run}", "-n", "5"],
+    ["score", "-c", "{run}", "{root}/play.txt"],
+    ["sweep", "-c", "{run}", "--out", "{tmp}/sweep-out", "--length", "5", "--num-samples", "1", "--temperatures", "1"],
+    ["sweep", "-c", "{run}", "--out", "{tmp}/sweep-out", "--length", "5", "--num-samples", "1", "--temperatures", "1",
+     "--corpus", "{root}/play.txt"],
+    ["train", "{root}/play.txt", "--init-from", "{run}", "--out", "{tmp}/ft", *FINE_TUNE_FAST],
+    ["train", "{root}/play.txt", "--resume", "{run}", "--max-steps", "8"],
+], ids=["inspect", "score", "sweep", "sweep-corpus", "init-from", "resume"])
+@pytest.mark.parametrize("case, change, fragment", CORPUS_CASES, ids=[c[0] for c in CORPUS_CASES])
+def test_a_forged_corpus_record_is_one_error_line_in_every_command(work, tmp_path, case, change, fragment, command):
+    run_dir = _crafted(work, tmp_path, change)
+    args = [a.replace("{run}", str(run_dir)).replace("{root}", str(work)).replace("{tmp}", str(tmp_path))
+            for a in command]
+    one_error_line(invoke(args), fragment)
+
+
+def test_a_checkpoint_without_a_corpus_record_still_works(work, tmp_path):
+    """An absent or null record is "not recorded", not forged: sampling works and sweep asks for --corpus."""
+    for record in ("absent", None):
+        def change(payload, record=record):
+            del payload["train_state"]  # like best.pt, or a checkpoint.save without a training state
+            if record == "absent":
+                del payload["meta"]["corpus"]
+            else:
+                payload["meta"]["corpus"] = record
+        run_dir = _crafted(work, tmp_path, change)
+        result = invoke(["sample", "-c", run_dir, "-n", "5", "--seed", "1"])
+        assert result.exit_code == 0, result.output
+        one_error_line(invoke(["sweep", "-c", run_dir, "--out", tmp_path / "sweep-out", "--length", "5",
+                               "--num-samples", "1", "--temperatures", "1"]), "pass --corpus FILE")
 
 
 def test_the_untouched_checkpoint_loads(work, tmp_path):
@@ -251,7 +298,7 @@ STATE_CASES = [
     ("history words", lambda p: p["meta"]["history"]["val_loss"].__setitem__(0, "low"), "history val_loss"),
     ("elapsed infinite", _set(["meta", "elapsed"], float("inf")), "elapsed must be a finite number"),
     ("best_step a string", _set(["meta", "best_step"], "2"), "best_step"),
-    ("corpus a list", _set(["meta", "corpus"], ["play.txt"]), "corpus or created"),
+    ("corpus a list", _set(["meta", "corpus"], ["play.txt"]), "corpus must be a mapping, got list"),
     ("train_config missing", _drop(["meta", "train_config"]), "train_config is missing"),
     ("train_config bad", _set(["meta", "train_config", "batch_size"], 0), "batch_size must be a positive integer"),
 ]

@@ -205,3 +205,56 @@ def test_cli_sweep_without_its_corpus_says_what_to_do(trained, tmp_path):
     ok = run_cli(["sweep", "-c", moved, "--out", tmp_path / "o", "--length", "60", "--num-samples", "1",
                   "--temperatures", "1", "--corpus", given])
     assert ok.exit_code == 0, ok.output
+
+
+def test_cli_sweep_of_a_single_setting_draws_its_figures(trained, tmp_path):
+    _, _, run_dir = trained
+    out = tmp_path / "one"
+    result = run_cli(["sweep", "-c", run_dir, "--out", out, "--temperatures", "1", "--no-greedy",
+                      "--num-samples", "1", "--length", "40"])
+    assert result.exit_code == 0, result.output
+    for name in ("spectrum.png", "sweep.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    for name in ("spectrum.svg", "sweep.svg"):
+        assert "<svg" in (out / name).read_text(encoding="utf-8"), name
+    assert "T=1" in (out / "report.md").read_text(encoding="utf-8")
+
+
+SETTING_COUNTS = [((), True), ((1.0,), True), ((1.0,), False), ((0.5, 2.0), True), ((0.5, 2.0), False),
+                  ((0.25, 1.0, 2.0), False)]
+
+
+@pytest.mark.parametrize("temperatures, greedy", SETTING_COUNTS,
+                         ids=[f"{len(t) + g}{'-greedy' if g else ''}" for t, g in SETTING_COUNTS])
+def test_figures_are_drawn_for_any_number_of_settings(trained, tmp_path, temperatures, greedy):
+    ckpt, text, _ = trained
+    config = sweep.SweepConfig(temperatures=temperatures, greedy=greedy, num_samples=1, length=30)
+    files = sweep.write(sweep.run(ckpt.model, ckpt.vocab, text, config), tmp_path)
+    for key in ("spectrum_png", "spectrum_svg", "sweep_png", "sweep_svg", "report_html"):
+        assert files[key].is_file() and files[key].stat().st_size > 0, key
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == sorted(
+        sweep.sample_file_name(name) for name in config.settings)
+
+
+def test_temperatures_with_the_same_label_are_refused(trained, tmp_path):
+    # Both would be reported as T=0.1: one summary row, one samples/T0.1.txt overwritten by the other.
+    with pytest.raises(CharRNNError, match=r"0\.1 and 0\.1000001 would both be reported as T=0\.1"):
+        sweep.SweepConfig(temperatures=(0.1000001, 0.1))
+    _, _, run_dir = trained
+    out = tmp_path / "out"
+    result = run_cli(["sweep", "-c", run_dir, "--out", out, "--temperatures", "0.1,0.1000001", "--num-samples", "1",
+                      "--length", "20"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert [line for line in result.output.splitlines() if line.startswith("Error")] == [
+        "Error: temperatures 0.1 and 0.1000001 would both be reported as T=0.1; "
+        "give temperatures that differ in their first 6 significant digits"]
+    assert not out.exists()
+
+
+def test_close_temperatures_with_distinct_labels_keep_their_exact_values():
+    config = sweep.SweepConfig(temperatures=(0.1, 0.100001, 0.1234567), greedy=False)
+    assert config.settings == ["T=0.1", "T=0.100001", "T=0.123457"]
+    line = sweep.command_line("run", "out", config)
+    given = line.split("--temperatures ")[1].split()[0]
+    assert given == "0.1,0.100001,0.1234567"  # the command regenerates these temperatures, not rounded ones
+    assert sweep.parse_temperatures(given) == config.temperatures
