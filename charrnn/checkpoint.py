@@ -43,9 +43,22 @@ MAX_META_JSON_BYTES = 64 << 20
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write through `write(fileobj)` into a temp file beside `path`, fsync, then rename over it."""
+    """Write through `write(fileobj)` into a temp file beside `path`, fsync, then rename over it.
+
+    A symlink keeps pointing where it did (the file it names is replaced), and a FIFO or device
+    (`--per-char /dev/stdout`) is written to as it is: there is no file to replace.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_symlink():
+        path = path.resolve()
+    if path.exists() and not path.is_file() and not path.is_dir():
+        with open(path, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            write(f)
+        return
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _about(exc, path) from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
@@ -53,11 +66,13 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise _about(exc, path) from None
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -67,6 +82,13 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def _about(exc: OSError, path: Path) -> OSError:
+    """The same error, naming the file the user asked for rather than our temporary one."""
+    if exc.errno is None:
+        return exc
+    return OSError(exc.errno, exc.strerror or str(exc), str(path))  # OSError picks the subclass from errno
 
 
 @functools.cache

@@ -220,18 +220,29 @@ def test_failed_write_reports_the_error_and_keeps_the_previous_checkpoint(tmp_pa
     run_dir = tmp_path / "run"
     assert cli(["train", text_file, "--out", run_dir, "--max-steps", 4, "--eval-interval", 2, *TINY]).exit_code == 0
     before = {name: (run_dir / name).read_bytes() for name in ("best.pt", "last.pt", "meta.json")}
+    # Each fault hits the checkpoint files only, so the resume gets as far as saving at step 6 (the
+    # metrics.jsonl rewrite at the start of a resume uses the same writer and would fail first).
     if fault == "disk full":
         _fail_torch_save_after_half(monkeypatch)
     elif fault == "read-only folder":  # root ignores chmod, so refuse the way a read-only mount does
+        real_mkstemp = checkpoint.tempfile.mkstemp
+
         def refuse(*args, **kwargs):
-            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(kwargs.get("dir", "")))
+            if kwargs.get("prefix", "").startswith((".best.pt", ".last.pt")):
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(kwargs.get("dir", "")))
+            return real_mkstemp(*args, **kwargs)
         monkeypatch.setattr(checkpoint.tempfile, "mkstemp", refuse)
     else:
+        real_replace = checkpoint.os.replace
+
         def refuse_rename(src, dst):
-            raise OSError(errno.EIO, os.strerror(errno.EIO), str(src))
+            if str(dst).endswith(".pt"):
+                raise OSError(errno.EIO, os.strerror(errno.EIO), str(src))
+            return real_replace(src, dst)
         monkeypatch.setattr(checkpoint.os, "replace", refuse_rename)
     line = error_line(cli(["train", text_file, "--resume", run_dir, "--max-steps", 8]))
-    assert reason in line
+    assert reason in line and "could not write checkpoint" in line and "the previous checkpoint is unchanged" in line
+    assert str(run_dir) in line and ".tmp" not in line  # the user's file, not our temporary name
     monkeypatch.undo()
     for name, data in before.items():
         assert (run_dir / name).read_bytes() == data, name  # the previous files, byte for byte

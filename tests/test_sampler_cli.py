@@ -134,6 +134,17 @@ def test_score_matches_the_trainers_evaluation(run_dir, loaded, tmp_path):
     assert sum(float(line.split("\t")[2]) for line in dump[1:]) / (len(dump) - 1) == pytest.approx(expected, abs=1e-4)
 
 
+def test_per_char_through_a_symlink_writes_the_file_it_points_to(run_dir, tmp_path):
+    path = tmp_path / "verse.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    target, link = tmp_path / "target.tsv", tmp_path / "link.tsv"
+    target.write_text("old\n", encoding="utf-8")
+    link.symlink_to(target)
+    result = run("score", path, "-c", run_dir, "--per-char", link)
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and target.read_text(encoding="utf-8").startswith("position\tchar")
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["-t", "-0.5"], "temperature"),
     (["--top-k", "0"], "top-k"),
