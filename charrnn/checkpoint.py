@@ -217,10 +217,12 @@ def _read(path: Path) -> Any:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
         raise CharRNNError(f"refusing {path}: it holds Python objects, not plain checkpoint data ({first[:160]})") from None
     except Exception as exc:  # the reader fails in many ways on damaged bytes (OSError, RuntimeError, IndexError...)
+        lines = str(exc).strip().splitlines()
         if isinstance(exc, OSError):
             reason = "the file ends early or is damaged"
+        elif lines and lines[0].startswith("[enforce fail"):  # torch's C++ checks say where, not what
+            reason = "not an archive torch.save wrote, or a damaged one"
         else:
-            lines = str(exc).strip().splitlines()
             reason = lines[0].split(". ")[0][:160] if lines else type(exc).__name__
         raise CharRNNError(f"{path} is not a readable charrnn checkpoint: truncated or corrupt ({reason})") from None
 

@@ -446,10 +446,16 @@ class Trainer:
             self.first_loss = loss
         bad = not math.isfinite(loss)
         if bad or loss > EXPLODE_FACTOR * self.first_loss:
-            kept = self.run_dir / checkpoint.BEST
-            where = f"; the last good checkpoint is kept at {kept}" if kept.exists() else ""
+            where = self._kept_checkpoint()
             what = f"became {loss}" if bad else f"exploded to {loss:.3f} (first loss {self.first_loss:.3f})"
             raise CharRNNError(f"training loss {what} at step {self.step}; try a lower --lr{where}")
+
+    def _kept_checkpoint(self) -> str:
+        """The end of a divergence message: which checkpoint survives, if any does."""
+        kept = self.run_dir / checkpoint.BEST
+        if kept.exists():
+            return f"; the last good checkpoint is kept at {kept}"
+        return "; nothing was saved (it diverged before its first evaluation)"
 
     def _sample_text(self) -> str:
         from .sample import generate
@@ -479,8 +485,7 @@ class Trainer:
         with self._averaged_weights():  # with --ema, the average is what is scored, kept and sampled
             val_loss = self.dist.evaluate(evaluate, self.model, self.val, self.device, self.precision)
             if not math.isfinite(val_loss):  # the last update broke the weights: never save them
-                kept = self.run_dir / checkpoint.BEST
-                where = f"; the last good checkpoint is kept at {kept}" if kept.exists() else ""
+                where = self._kept_checkpoint()
                 raise CharRNNError(f"validation loss became {val_loss} at step {self.step}; try a lower --lr{where}")
             h = self.history
             h["step"].append(self.step)

@@ -87,6 +87,11 @@ def _prepare(root, setup, monkeypatch):
                                         encoding="utf-8")
     elif setup == "vocab-limit":
         monkeypatch.setattr(config, "MAX_VOCAB_SIZE", 20)
+    elif setup == "zip":  # a zip archive, but not one torch.save wrote
+        import zipfile
+
+        with zipfile.ZipFile(root / "archive.pt", "w") as z:
+            z.writestr("notes.txt", "hello")
     elif setup == "fifo":
         if not (root / "fifo").exists():
             os.mkfifo(root / "fifo")
@@ -183,6 +188,7 @@ CASES = [
     ("sample", "emptydir", ["sample", "-c", "{root}/emptydir"], ["holds no checkpoint"]),
     ("sample", "corrupt", ["sample", "-c", "{root}/corrupt.pt"], ["corrupt.pt"]),
     ("sample", "truncated", ["sample", "-c", "{root}/truncated.pt"], ["truncated or corrupt"]),
+    ("sample", "zip", ["sample", "-c", "{root}/archive.pt"], ["archive.pt", "not an archive torch.save wrote"]),
     ("sample", "textfile", ["sample", "-c", "{root}/notes.pt"], ["notes.pt", "not a charrnn checkpoint"]),
     ("sample", "newer", ["sample", "-c", "{root}/newer"], ["checkpoint format 2", "newer than this charrnn"]),
     # --- sample: prime
