@@ -20,6 +20,7 @@ import math
 import os
 import pickle
 import signal
+import stat
 import tempfile
 import threading
 import warnings
@@ -45,20 +46,27 @@ MAX_META_JSON_BYTES = 64 << 20
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
     """Write through `write(fileobj)` into a temp file beside `path`, fsync, then rename over it.
 
-    A symlink keeps pointing where it did (the file it names is replaced), and a FIFO or device
-    (`--per-char /dev/stdout`) is written to as it is: there is no file to replace.
+    A symlink keeps pointing where it did (the file it names is replaced). A FIFO or a device is
+    written to as it is: there is no file to replace, and /dev/stdout (a link to the pipe or file
+    the shell opened) must stay the stream the shell holds, not a file swapped in under it.
     """
     path = Path(path)
-    if path.is_symlink():
-        path = path.resolve()
-    if path.exists() and not path.is_file() and not path.is_dir():
+    try:
+        kind = os.stat(path).st_mode  # through links
+    except FileNotFoundError:
+        kind = None  # a new file (or a link to one not there yet)
+    except OSError as exc:  # a link loop, a path through a file...
+        raise _about(exc, path, path) from None
+    if kind is not None and not stat.S_ISREG(kind) and not stat.S_ISDIR(kind):
         with open(path, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             write(f)
         return
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise _about(exc, path) from None
+        raise _about(exc, path, exc.filename) from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
@@ -72,7 +80,7 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
         except OSError:
             pass
         if isinstance(exc, OSError):
-            raise _about(exc, path) from None
+            raise _about(exc, path, tmp) from None
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -84,9 +92,10 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
         pass
 
 
-def _about(exc: OSError, path: Path) -> OSError:
-    """The same error, naming the file the user asked for rather than our temporary one."""
-    if exc.errno is None:
+def _about(exc: OSError, path: Path, ours: Any) -> OSError:
+    """The same error, naming the file the user asked for where it named our temporary one (`ours`)
+    or none; an error about some other file (a font savefig could not find) keeps its own name."""
+    if exc.errno is None or exc.filename not in (None, ours, str(ours)):
         return exc
     return OSError(exc.errno, exc.strerror or str(exc), str(path))  # OSError picks the subclass from errno
 

@@ -6,6 +6,7 @@ torch is imported inside the commands, so `charrnn --help` answers instantly.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import time
@@ -542,7 +543,7 @@ def score(text_file: Path, checkpoint: Path | None, context: str, per_char: Path
     text = read_text(text_file, encoding=encoding)
     ckpt = load(_checkpoint_dir(checkpoint), resolve_device(device))
     result = score_text(ckpt.model, ckpt.vocab, text, context=context, unknown=unknown, per_char=per_char is not None)
-    to_stdout = per_char is not None and str(per_char) == "-"
+    to_stdout = per_char is not None and (str(per_char) == "-" or _is_stdout(per_char))
     if per_char is not None:
         if to_stdout:
             for line in surprisal_lines(result):
@@ -553,6 +554,15 @@ def score(text_file: Path, checkpoint: Path | None, context: str, per_char: Path
     click.echo(f"{text_file}: {result.num_chars:,} characters scored under {ckpt.path}\n"
                f"  {result.nats_per_char:.4f} nats/char   {result.bits_per_char:.4f} bits/char   "
                f"perplexity {result.perplexity:.3f}", err=to_stdout)
+
+
+def _is_stdout(path: Path) -> bool:
+    """Whether `path` is where stdout already goes (/dev/stdout, or the file it is redirected to):
+    then the report is written through stdout, in order, and the summary goes to stderr."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False
 
 
 # ----------------------------------------------------------------------------------------------

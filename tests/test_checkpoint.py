@@ -26,6 +26,25 @@ def saved(tmp_path):
     return model, vocab, path
 
 
+def test_a_failed_write_names_the_file_asked_for_unless_the_error_is_about_another(tmp_path):
+    def no_space(f):
+        raise OSError(28, "No space left on device")  # no file named: it is about the one being written
+
+    def font_missing(f):
+        raise FileNotFoundError(2, "No such file or directory", "/usr/share/fonts/x.ttf")
+
+    with pytest.raises(OSError) as caught:
+        checkpoint.atomic_write(tmp_path / "out.png", no_space)
+    assert caught.value.filename == str(tmp_path / "out.png")
+    with pytest.raises(FileNotFoundError) as caught:
+        checkpoint.atomic_write(tmp_path / "out.png", font_missing)
+    assert caught.value.filename == "/usr/share/fonts/x.ttf"
+    with pytest.raises(FileNotFoundError) as caught:  # a missing folder: the file asked for, not a temp name
+        checkpoint.atomic_write(tmp_path / "nowhere" / "out.png", lambda f: f.write(b"x"))
+    assert caught.value.filename == str(tmp_path / "nowhere" / "out.png")
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
+
+
 def test_save_load_gives_identical_logits(saved, tmp_path):
     model, vocab, path = saved
     ckpt = checkpoint.load(tmp_path)  # a run folder resolves to best.pt

@@ -145,6 +145,25 @@ def test_per_char_through_a_symlink_writes_the_file_it_points_to(run_dir, tmp_pa
     assert link.is_symlink() and target.read_text(encoding="utf-8").startswith("position\tchar")
 
 
+def test_per_char_to_dev_stdout_keeps_the_shells_redirection(run_dir, tmp_path):
+    # /dev/stdout is a link to the file the shell opened: swapping a new file in under it would lose
+    # what goes to stdout, and with >> the file's earlier contents too.
+    import subprocess
+    import sys
+
+    path = tmp_path / "verse.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    out = tmp_path / "out.tsv"
+    out.write_text("earlier\n", encoding="utf-8")
+    with open(out, "a") as stdout:
+        done = subprocess.run([sys.executable, "-m", "charrnn", "score", str(path), "-c", str(run_dir), "--per-char",
+                               "/dev/stdout"], stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "earlier" and lines[1] == "position\tchar\tnats\tbits" and len(lines) == len(TEXT) + 1
+    assert "nats/char" in done.stderr  # the summary went to stderr, out of the table's way
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["-t", "-0.5"], "temperature"),
     (["--top-k", "0"], "top-k"),
