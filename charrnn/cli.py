@@ -360,15 +360,17 @@ def _setup(checkpoint: Path | None, device: str, prime: str | None, prime_file: 
 
 def _refuse_ignored_decoding(temperature: float | None, decoding: dict[str, Any]) -> None:
     """Greedy decoding takes the most likely character: options that shape a draw would be ignored."""
-    if not (decoding["greedy"] or temperature == 0):
+    from .sample import GREEDY_BELOW
+
+    if not (decoding["greedy"] or (temperature is not None and temperature < GREEDY_BELOW)):
         return
     ignored = [name for name, used in (("--top-k", decoding["top_k"] is not None),
                                        ("--top-p", decoding["top_p"] is not None),
                                        ("--epsilon", bool(decoding["epsilon"])),
-                                       ("--temperature", decoding["greedy"] and temperature not in (None, 0)))
+                                       ("--temperature", decoding["greedy"] and bool(temperature)))
                if used]
     if ignored:
-        how = "--greedy" if decoding["greedy"] else "-t 0"
+        how = "--greedy" if decoding["greedy"] else f"-t {temperature:g}"
         raise CharRNNError(f"{how} always takes the most likely character, so {', '.join(ignored)} would do "
                            "nothing; drop it, or sample with a temperature > 0")
 
@@ -387,7 +389,7 @@ def sample(checkpoint: Path | None, device: str, prime: str | None, prime_file: 
            beam: int | None, length_penalty: float, fmt: str, echo_prime: bool, show_top: int | None,
            as_csv: bool, **decoding: Any) -> None:
     """Generate text from a trained model, one character at a time, streamed as it is made."""
-    from .sample import beam_search, check_kept, check_length, check_num_samples
+    from .sample import beam_search, check_beam, check_kept, check_length, check_num_samples
 
     check_length(length)
     if length < 1:  # the library allows 0 (a warm-up only); asking the CLI for no text is a mistake
@@ -403,8 +405,10 @@ def sample(checkpoint: Path | None, device: str, prime: str | None, prime_file: 
         raise CharRNNError("--csv goes with --show-top")
     if beam is None and length_penalty != 1.0:
         raise CharRNNError("--length-penalty ranks beam search results; it goes with --beam")
-    if beam is not None:
-        check_kept(beam, length, "beam hypotheses")
+    if beam is not None:  # checked before the model loads, like every option
+        check_beam(beam, length)
+        if not 1 <= num_samples <= beam:
+            raise CharRNNError(f"--num-samples with --beam {beam} must be in 1..{beam} (the best N beams)")
     elif not (num_samples == 1 and fmt == "text"):  # only a single text sample streams in constant memory
         check_kept(num_samples, length, "samples")
     if beam is not None:

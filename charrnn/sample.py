@@ -35,9 +35,11 @@ from .vocab import Vocab
 MAX_LENGTH = 100_000_000
 MAX_SAMPLES = 100_000
 MAX_BEAM = 1_000
-# Characters held in memory at once (every sample's text, every beam step's back-pointers): a few
-# hundred MB at most. One streamed sample keeps nothing and may be up to MAX_LENGTH long.
-MAX_KEPT = 20_000_000
+# Characters held in memory at once over a batch of samples: as much as one sample of the longest
+# length (a streamed sample keeps nothing at all).
+MAX_KEPT = MAX_LENGTH
+# Beam search keeps back-pointers for every step (two small arrays each, whatever the width).
+MAX_BEAM_LENGTH = 1_000_000
 GREEDY_BELOW = 1e-100  # temperatures below this are greedy (see Decoding.is_greedy)
 PRIME_CHUNK = 8192  # prime characters per model call while warming (bounds memory for huge primes)
 
@@ -132,8 +134,13 @@ def check_kept(count: int, length: int, what: str) -> None:
     """Refuse `count` texts of `length` kept in memory together when that is absurdly large."""
     if count * length > MAX_KEPT:
         raise CharRNNError(f"{count:,} {what} of {length:,} characters are absurdly many to keep in memory "
-                           f"(at most {MAX_KEPT:,} characters in all); ask for fewer or shorter ones "
-                           "(a single sample streams at any length)")
+                           f"(at most {MAX_KEPT:,} characters in all); ask for fewer or shorter ones")
+
+
+def check_beam(width: int, length: int) -> None:
+    if length > MAX_BEAM_LENGTH:
+        raise CharRNNError(f"beam search over {length:,} characters is absurdly long (at most {MAX_BEAM_LENGTH:,})")
+    check_kept(width, length, "beam hypotheses")
 
 
 def check_stops(stop: Sequence[str], vocab: Vocab) -> list[str]:
@@ -689,7 +696,7 @@ def beam_search(model: CharRNN, vocab: Vocab, length: int, *, width: int = 4, nu
         raise CharRNNError(f"beam width must be in 1..{MAX_BEAM}, got {width!r}")
     if not isinstance(num_return, int) or isinstance(num_return, bool) or not 1 <= num_return <= width:
         raise CharRNNError(f"number of beams returned must be in 1..{width} (the beam width), got {num_return!r}")
-    check_kept(width, length, "beam hypotheses")
+    check_beam(width, length)
     # length**penalty must stay finite for any length up to MAX_LENGTH; useful values are 0..2
     if not (isinstance(length_penalty, (int, float)) and math.isfinite(length_penalty) and 0 <= length_penalty <= 10):
         raise CharRNNError(f"length penalty must be in [0, 10], got {length_penalty!r}")

@@ -59,6 +59,11 @@ METRICS: tuple[MetricInfo, ...] = (
 METRIC_KEYS = tuple(m.key for m in METRICS)
 
 
+# sample.MAX_KEPT, the most characters a batch of samples holds (sample.py imports torch; this must not,
+# since the CLI builds a SweepConfig for its --help defaults).
+MAX_SAMPLED = 100_000_000
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     """What to sample: temperatures (plus greedy), samples per temperature, their length, seed, prime."""
@@ -92,6 +97,9 @@ class SweepConfig:
             raise CharRNNError(f"number of samples must be in 1..10000, got {self.num_samples!r}")
         if isinstance(self.length, bool) or not isinstance(self.length, int) or not 1 <= self.length <= 1_000_000:
             raise CharRNNError(f"length must be in 1..1000000, got {self.length!r}")
+        if self.num_samples * self.length > MAX_SAMPLED:  # said before any work, not after the first setting
+            raise CharRNNError(f"{self.num_samples:,} samples of {self.length:,} characters per temperature are "
+                               f"absurdly many to keep in memory (at most {MAX_SAMPLED:,} characters)")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise CharRNNError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not isinstance(self.prime, str):

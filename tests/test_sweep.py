@@ -130,6 +130,15 @@ def test_outputs_report_and_plots(trained, result, tmp_path):
     assert "<script" not in page
 
 
+def test_a_sweep_too_big_to_hold_is_refused_before_any_work():
+    from charrnn import sample
+
+    assert sweep.MAX_SAMPLED == sample.MAX_KEPT  # one bound, kept in two places (sample.py imports torch)
+    with pytest.raises(CharRNNError, match="absurdly many"):
+        sweep.SweepConfig(num_samples=101, length=1_000_000)
+    sweep.SweepConfig(num_samples=100, length=1_000_000)  # at the bound: fine
+
+
 def test_command_line_regenerates_the_same_config(tmp_path):
     config = sweep.SweepConfig(temperatures=(0.2, 1.5), greedy=False, num_samples=3, length=77, seed=5,
                                prime="ROMEO: it's")
