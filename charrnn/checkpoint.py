@@ -266,10 +266,10 @@ def validate_meta(meta: Any, where: str = "checkpoint") -> tuple[ModelConfig, Vo
     return model_config, vocab
 
 
-# What train and `charrnn train` record about the training text (cli.py, corpus_cache info), by type.
-# `sweep` opens `path` and reads `inputs`, `name` and `sha256`; other keys a library caller adds are left alone.
-_CORPUS_TEXT_KEYS = ("path", "name", "sha256", "separator", "val_split", "id_file")
-_CORPUS_COUNT_KEYS = ("chars", "files")
+# The entries of the training-text record that are read back: `sweep` opens `path` and reads `inputs`,
+# `name` and `sha256`, and resume compares `sha256`. The others (sizes, the id file) are rewritten from
+# the corpus on every resume and read by nothing, so they and any key a library caller adds are left alone.
+_CORPUS_TEXT_KEYS = ("path", "name", "sha256")
 
 
 def _check_corpus(corpus: Any, where: str) -> None:
@@ -288,10 +288,6 @@ def _check_corpus(corpus: Any, where: str) -> None:
     inputs = corpus.get("inputs")
     if inputs is not None and not (isinstance(inputs, list) and all(isinstance(p, str) for p in inputs)):
         raise CharRNNError(f"{where}: corpus inputs must be a list of file paths")
-    for key in _CORPUS_COUNT_KEYS:
-        value = corpus.get(key)
-        if value is not None and not _is_int(value):
-            raise CharRNNError(f"{where}: corpus {key} must be a non-negative integer, got {value!r:.40}")
 
 
 def _check_state_dict(state: Any, model: CharRNN, where: Path) -> None:

@@ -247,9 +247,16 @@ def resolve_inputs(paths: Sequence[str | os.PathLike], encoding: str = "utf-8") 
     return unique, skipped
 
 
+def _stat_key(path: Path) -> list[int]:
+    """Identity and last change of a file: an id file whose key is as recorded is as it was written."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
 def _ids_in_range(path: Path, dtype: np.dtype, vocab_size: int) -> bool:
     """Whether every id in a cached id file names a character (a damaged file would otherwise reach
-    the model's embedding as an out-of-range index). A streaming pass; skipped where every value fits."""
+    the model's embedding as an out-of-range index). A streaming pass, made only when the file changed
+    since it was written; skipped where every value fits."""
     if vocab_size > np.iinfo(dtype).max:
         return True
     ids = np.memmap(path, dtype=dtype, mode="r")
@@ -565,16 +572,20 @@ class CorpusFiles:
             meta = _read_json(meta_path)
             fresh = (meta is not None and meta.get("sha256") == stats["sha256"] and bin_path.is_file()
                      and bin_path.stat().st_size == (n_train + n_val) * dtype.itemsize)
-            if fresh and not _ids_in_range(bin_path, dtype, len(vocab)):
-                self.log({"event": "warning", "message": f"the cached ids in {bin_path} are damaged; "
-                          "encoding the corpus again"})
-                fresh = False
+            if fresh and meta.get("id_file_stat") != _stat_key(bin_path):  # changed since it was written
+                if _ids_in_range(bin_path, dtype, len(vocab)):
+                    _write_json(meta_path, {**meta, "id_file_stat": _stat_key(bin_path)})
+                else:
+                    self.log({"event": "warning", "message": f"the cached ids in {bin_path} are damaged; "
+                              "encoding the corpus again"})
+                    fresh = False
             if not fresh:
                 t0 = time.perf_counter()
                 self._write_ids(bin_path, vocab, heads, n_train, n_val)
                 _write_json(meta_path, {"format": CACHE_FORMAT, "sha256": stats["sha256"], "dtype": dtype.name,
                                         "n_train": n_train, "n_val": n_val, "val_frac": val_frac,
-                                        "val_split": self.val_split, "vocab": vocab.chars})
+                                        "val_split": self.val_split, "vocab": vocab.chars,
+                                        "id_file_stat": _stat_key(bin_path)})
                 seconds = time.perf_counter() - t0
                 size = (n_train + n_val) * dtype.itemsize
                 self.log({"event": "corpus", "message": f"encoded {stats['chars']:,} characters into {bin_path} "

@@ -189,11 +189,12 @@ class _MetricsLog:
         except OSError as exc:
             raise self._failed(exc) from None
 
-    def close(self) -> None:
+    def close(self, quietly: bool = False) -> None:
         try:
             self.file.close()
         except OSError as exc:
-            raise self._failed(exc) from None
+            if not quietly:
+                raise self._failed(exc) from None
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -596,8 +597,10 @@ class Trainer:
                 self._evaluate_and_save(sum(recent) / len(recent) if recent else None)
                 self.elapsed = start_elapsed + time.perf_counter() - t0
                 self.save_last()
-        finally:
-            metrics.close()
+        except BaseException:
+            metrics.close(quietly=True)  # the error on its way out says more than a failed last flush
+            raise
+        metrics.close()
         result = TrainResult(self.run_dir, self.best_val_loss, self.best_step, self.step, self.elapsed,
                              reason, self.history)
         self.log({"event": "end", "reason": reason, "step": self.step, "elapsed": self.elapsed,

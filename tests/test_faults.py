@@ -260,8 +260,8 @@ def test_a_full_disk_while_logging_steps_names_the_file_and_keeps_the_checkpoint
     before = {name: (run_dir / name).read_bytes() for name in ("best.pt", "last.pt", "meta.json")}
     # metrics.jsonl may grow by ~60 rows, then every write past that fails (a real EFBIG from the kernel)
     limit = (run_dir / "metrics.jsonl").stat().st_size + 4000
-    argv = ["train", text_file, "--resume", run_dir, "--max-steps", 10**6, "--eval-interval", 10**6]
-    zygote.start(argv, tmp_path, tmp_path / "train.log", file_size_limit=limit)
+    argv = ["train", text_file, "--resume", run_dir, "--max-steps", 10**6, "--eval-interval", 10**6, "-q"]
+    zygote.start(argv, tmp_path, tmp_path / "train.log", file_size_limit=limit)  # -q: the log is limited too
     assert zygote.wait() == 1
     output = (tmp_path / "train.log").read_text()
     assert "Traceback" not in output, output
@@ -277,7 +277,7 @@ def test_a_full_disk_while_logging_steps_names_the_file_and_keeps_the_checkpoint
 
 def test_a_full_disk_while_encoding_the_corpus_names_the_cache_and_the_way_out(zygote, tmp_path, text_file):
     cache = tmp_path / "cache"
-    argv = ["train", text_file, "--out", tmp_path / "run", "--cache-dir", cache, *TINY, "--max-steps", 2]
+    argv = ["train", text_file, "--out", tmp_path / "run", "--cache-dir", cache, *TINY, "--max-steps", 2, "-q"]
     zygote.start(argv, tmp_path, tmp_path / "train.log", file_size_limit=2000)  # the ids take ~6 kB
     assert zygote.wait() == 1
     output = (tmp_path / "train.log").read_text()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from charrnn import checkpoint
+from charrnn import checkpoint, corpus_cache
 from charrnn.cli import main
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.corpus_cache import CorpusFiles, EncodedCorpus, parse_separator, resolve_inputs
@@ -103,11 +103,16 @@ def test_cache_is_reused_rehashed_or_rebuilt(tmp_path):
     assert changed.info["sha256"] != first.info["sha256"]
 
 
-def test_a_damaged_cache_is_encoded_again_not_fed_to_the_model(tmp_path):
+def test_a_damaged_cache_is_encoded_again_not_fed_to_the_model(tmp_path, monkeypatch):
     path = tmp_path / "c.txt"
     path.write_text("abcdefghij" * 100, encoding="utf-8")
     first = CorpusFiles([path], cache_dir=tmp_path / "cache").load(val_frac=0.1)
     id_file = Path(first.info["id_file"])
+    scans = []
+    real_scan = corpus_cache._ids_in_range
+    monkeypatch.setattr(corpus_cache, "_ids_in_range", lambda *a: scans.append(a) or real_scan(*a))
+    CorpusFiles([path], cache_dir=tmp_path / "cache").load(val_frac=0.1)
+    assert scans == []  # an id file as it was written is trusted: starting a run stays cheap
     id_file.write_bytes(b"\xff" * id_file.stat().st_size)  # same size, ids no character has
     warnings = []
     again = CorpusFiles([path], cache_dir=tmp_path / "cache", log=warnings.append)
@@ -115,6 +120,7 @@ def test_a_damaged_cache_is_encoded_again_not_fed_to_the_model(tmp_path):
     assert again.last_status == "built"
     assert any("damaged" in e.get("message", "") for e in warnings)
     assert loaded.vocab.decode(loaded.train_ids[:10]) == "abcdefghij"
+    assert len(scans) == 1
 
 
 def _tree(root):

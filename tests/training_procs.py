@@ -64,8 +64,9 @@ def ctrl_c_twice_inside_save(n):
     torch.save = save
 
 def stall_first_checkpoint_fsync(marker, seconds=120.0):
-    # A slow disk: the first fsync of a checkpoint's temporary file hangs. `marker` appears when it
-    # starts, so a test can signal the process while it is certainly in the middle of that write.
+    # A write that hangs: the first fsync of a checkpoint's temporary file waits. `marker` appears when
+    # it starts, so a test can signal the process while it is certainly in the middle of that write.
+    # (A real fsync runs the handler when it returns; this wait, like a slow network disk's, is cut short.)
     import time
     real, stalled = os.fsync, [False]
     def fsync(fd):
