@@ -267,7 +267,7 @@ def download_and_build(url: str, dest: str | os.PathLike, sha256: str, build: Ca
 def copy_from_mirror(mirror: str | os.PathLike, corpus: Corpus, dest: Path, origin: str = "") -> Path:
     mirror = Path(mirror)
     if not mirror.is_dir():
-        raise CharRNNError(f"mirror folder {mirror}{origin} does not exist")
+        raise CharRNNError(f"mirror folder {mirror}{origin} {'is not a folder' if mirror.exists() else 'does not exist'}")
     for name in (corpus.mirror_name, corpus.filename):
         source = mirror / name
         if source.is_file():

@@ -99,6 +99,8 @@ def _prepare(root, setup, monkeypatch):
         monkeypatch.setattr("charrnn.data.MAX_STREAM_BYTES", 1 << 16)
     elif setup == "no-env-mirror":
         monkeypatch.setenv("CHARRNN_DATA_MIRROR", str(root / "gone"))
+    elif setup == "env-mirror-file":
+        monkeypatch.setenv("CHARRNN_DATA_MIRROR", str(root / "play.txt"))
     elif setup in ("corrupt", "truncated", "newer", "textfile", "no-last"):
         data = (run / "best.pt").read_bytes()
         if setup == "corrupt":
@@ -255,6 +257,8 @@ CASES = [
      ["no-mirror", "does not exist"]),
     ("data", "no-env-mirror", ["data", "get", "shakespeare", "--data-dir", "{root}/d"],
      ["{root}/gone", "$CHARRNN_DATA_MIRROR", "does not exist"]),
+    ("data", "env-mirror-file", ["data", "get", "shakespeare", "--data-dir", "{root}/d"],
+     ["play.txt", "$CHARRNN_DATA_MIRROR", "is not a folder"]),
     ("data", None, ["data", "get", "shakespeare", "--mirror", "{root}", "--url", "http://127.0.0.1:9/x"],
      ["--mirror or --url, not both"]),
 ]
