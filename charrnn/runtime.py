@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import random
 from collections.abc import Callable, Iterator
 
@@ -107,13 +108,18 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 def release_free_memory() -> None:
-    """Give memory the process has freed back to the operating system.
+    """Free what the process no longer uses and give it back to the operating system.
 
-    glibc keeps freed blocks for reuse, and after a large block is freed it raises its threshold
-    for serving big requests from the heap instead of fresh mappings, so the bursts of an
+    First the reference cycles: a matplotlib figure is one (about 3.4 MiB for the loss plot), and
+    CPython's full collection, which alone frees it, comes rarely once torch's hundreds of thousands
+    of objects are alive. Without this, each evaluation's plot stayed resident until then: a soak
+    saw +35 MiB over five evaluations. A full collection costs ~0.1 s, once per evaluation.
+    Then glibc: it keeps freed blocks for reuse, and after a large block is freed it raises its
+    threshold for serving big requests from the heap instead of fresh mappings, so the bursts of an
     evaluation and a checkpoint save leave the resident size creeping up over a long run. One
     `malloc_trim` after each of those bursts keeps it flat; it costs well under a millisecond.
     """
+    gc.collect()
     trim = _malloc_trim()
     if trim is not None:
         trim(0)

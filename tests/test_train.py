@@ -140,6 +140,32 @@ def test_fine_tune_grows_vocabulary_and_keeps_old_embeddings(tmp_path, tiny_text
     torch.testing.assert_close(best.model.embed.weight[:n], base.model.embed.weight, rtol=0, atol=1e-6)
 
 
+def test_each_evaluations_loss_plot_is_freed_at_once(tmp_path):
+    # A figure is cyclic garbage: left to CPython's rare full collections, every evaluation's plot
+    # stayed resident for a while and a long run's memory crept up. Automatic collection is off here,
+    # so only the trainer's own clean-up after an evaluation can free it.
+    import gc
+
+    from matplotlib.figure import Figure
+
+    from charrnn.plots import plot_losses
+    from charrnn.runtime import release_free_memory
+
+    history = {"step": [10, 20], "time": [1.0, 2.0], "train_loss": [3.0, 2.5], "val_loss": [3.1, 2.6]}
+    plot_losses(history, tmp_path / "losses.png")  # the first figure also fills matplotlib's one-off caches
+    release_free_memory()
+    gc.disable()
+    try:
+        for _ in range(2):  # as at two evaluations
+            plot_losses(history, tmp_path / "losses.png")
+            release_free_memory()
+        alive = sum(type(o) is Figure for o in gc.get_objects())  # type(): isinstance pokes lazy torch attributes
+    finally:
+        gc.enable()
+    assert alive == 0
+    assert (tmp_path / "losses.png").stat().st_size > 0
+
+
 def test_warmup_then_cosine_schedule():
     cfg = TrainConfig(lr=1.0, warmup_steps=10, min_lr_frac=0.1, max_steps=100, time_budget=None)
     assert lr_at(cfg, 0, 0.0) == pytest.approx(0.1)
