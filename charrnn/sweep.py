@@ -488,7 +488,7 @@ def write(result: SweepResult, out_dir: str | os.PathLike) -> dict[str, Path]:
                                                               title=f"Temperature sweep - {title}", subtitle=subtitle)
     excerpts = {name: excerpt(_first_text(result, name)) for name in spectrum_picks(result.summary)}
     files["spectrum_png"], files["spectrum_svg"] = plots.plot_spectrum(
-        result.summary, excerpts, out / "spectrum", title=f"From repetitive to chaotic - {title}", subtitle=subtitle)
+        result.summary, excerpts, out / "spectrum", title=f"Temperature spectrum - {title}", subtitle=subtitle)
     files.update(_write_report(result, out))
     return files
 
