@@ -616,7 +616,7 @@ def data_list() -> None:
 @click.option("--prime", default=_SWEEP_DEFAULTS.prime, help="Text to warm the hidden state with, the same at every temperature.  [default: none]")
 @click.option("--corpus", type=click.Path(path_type=Path), default=None, help="Training text to compare samples with.  [default: the path in the checkpoint]")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the training text.")
-@click.option("--check", is_flag=True, help="Exit with status 1 unless the spectrum holds (repetition falls, invention rises, greedy loops, T=2 invents a third of its words).")
+@click.option("--check", is_flag=True, help="Exit with status 1 unless the spectrum holds (repetition falls, invention rises, greedy loops, T=2 invents a third of its words); needs greedy, T=2 and at least 3 temperatures.")
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or mps.")
 def sweep(checkpoint: Path | None, out: Path | None, temperatures: str, greedy: bool, num_samples: int, length: int,
           seed: int, prime: str, corpus: Path | None, encoding: str, check: bool, device: str) -> None:
@@ -627,6 +627,8 @@ def sweep(checkpoint: Path | None, out: Path | None, temperatures: str, greedy: 
     out = out or Path("sweeps") / (run_dir.stem if run_dir.is_file() else run_dir.name)
     config = sweeping.SweepConfig(temperatures=sweeping.parse_temperatures(temperatures), greedy=greedy,
                                   num_samples=num_samples, length=length, seed=seed, prime=prime)
+    if check and sweeping.unmet_check_needs(config):  # said now, not as FAILs after the sampling
+        raise CharRNNError("--check needs " + "; ".join(sweeping.unmet_check_needs(config)))
     made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made fails now, not after the sampling
 

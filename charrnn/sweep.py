@@ -62,6 +62,7 @@ METRIC_KEYS = tuple(m.key for m in METRICS)
 # sample.MAX_KEPT, the most characters a batch of samples holds (sample.py imports torch; this must not,
 # since the CLI builds a SweepConfig for its --help defaults).
 MAX_SAMPLED = 100_000_000
+MIN_TREND_TEMPERATURES = 3  # a rank correlation of fewer points shows no trend (two always rank +-1)
 
 
 @dataclass(frozen=True)
@@ -245,10 +246,17 @@ def check_spectrum(summary: Sequence[dict[str, Any]], rhos: dict[str, float], *,
     greedy ends in a loop, and the high temperature invents at least a third of its words."""
     checks = []
     rep, inv = rhos.get("repeated_ngram_share", math.nan), rhos.get("invented_word_share", math.nan)
-    checks.append(Check("repetition falls with temperature", f"Spearman rho <= -{min_rho:g}", _finite(rep),
-                        math.isfinite(rep) and rep <= -min_rho, f"rho = {rep:+.3f} (repeated {metrics.REPEAT_N}-gram share)"))
-    checks.append(Check("invention rises with temperature", f"Spearman rho >= {min_rho:g}", _finite(inv),
-                        math.isfinite(inv) and inv >= min_rho, f"rho = {inv:+.3f} (invented-word share)"))
+    sampled = sum(1 for row in summary if not row["greedy"])
+    if sampled < MIN_TREND_TEMPERATURES:  # two points always rank +-1 (or tie): no trend can be shown
+        detail = _too_few_temperatures(sampled)
+        checks.append(Check("repetition falls with temperature", f"Spearman rho <= -{min_rho:g}", None, False, detail))
+        checks.append(Check("invention rises with temperature", f"Spearman rho >= {min_rho:g}", None, False, detail))
+    else:
+        checks.append(Check("repetition falls with temperature", f"Spearman rho <= -{min_rho:g}", _finite(rep),
+                            math.isfinite(rep) and rep <= -min_rho,
+                            f"rho = {rep:+.3f} (repeated {metrics.REPEAT_N}-gram share)"))
+        checks.append(Check("invention rises with temperature", f"Spearman rho >= {min_rho:g}", _finite(inv),
+                            math.isfinite(inv) and inv >= min_rho, f"rho = {inv:+.3f} (invented-word share)"))
     greedy = [row for row in summary if row["greedy"]]
     if greedy:
         periods = [p for p in greedy[0]["loop_periods"] if p]
@@ -268,6 +276,25 @@ def check_spectrum(summary: Sequence[dict[str, Any]], rhos: dict[str, float], *,
         checks.append(Check(name, f"invented-word share >= {min_invented:.3f}", None, False,
                             f"T={high_temperature:g} was not sampled"))
     return checks
+
+
+def _too_few_temperatures(sampled: int) -> str:
+    return (f"needs at least {MIN_TREND_TEMPERATURES} temperatures to show a trend, "
+            f"got {sampled}")
+
+
+def unmet_check_needs(config: SweepConfig, *, high_temperature: float = 2.0) -> list[str]:
+    """What `check_spectrum` needs that `config` does not sample (empty when every check can pass):
+    a front end refuses --check with these before sampling instead of reporting FAILs after it."""
+    needs = []
+    if len(config.temperatures) < MIN_TREND_TEMPERATURES:
+        needs.append(f"at least {MIN_TREND_TEMPERATURES} temperatures (got {len(config.temperatures)}) "
+                     "to show repetition falling and invention rising")
+    if not config.greedy:
+        needs.append("greedy decoding (drop --no-greedy) to show it ends in a loop")
+    if not any(math.isclose(t, high_temperature) for t in config.temperatures):
+        needs.append(f"T={high_temperature:g} among the temperatures to show it invents words")
+    return needs
 
 
 def _finite(value: float) -> float | None:
@@ -572,9 +599,13 @@ def format_summary(result: SweepResult) -> str:
                         else f"{row['metrics'][key]['mean']:>9.0f}" for key, _ in columns)
         lines.append(f"{row['setting']:<9}{cells}")
     rhos = result.correlations
-    lines.append(f"Spearman rho vs temperature: repetition {rhos['repeated_ngram_share']:+.3f}, "
-                 f"zlib {rhos['compression_ratio']:+.3f}, invented {rhos['invented_word_share']:+.3f}, "
-                 f"copied {rhos['copied_ngram_share']:+.3f}, entropy {rhos['entropy']:+.3f}")
+    sampled = sum(1 for row in result.summary if not row["greedy"])
+    if sampled < MIN_TREND_TEMPERATURES:
+        lines.append(f"Spearman rho vs temperature: {_too_few_temperatures(sampled)}")
+    else:
+        lines.append(f"Spearman rho vs temperature: repetition {rhos['repeated_ngram_share']:+.3f}, "
+                     f"zlib {rhos['compression_ratio']:+.3f}, invented {rhos['invented_word_share']:+.3f}, "
+                     f"copied {rhos['copied_ngram_share']:+.3f}, entropy {rhos['entropy']:+.3f}")
     for c in result.checks:
         lines.append(f"[{'pass' if c.passed else 'FAIL'}] {c.name} ({c.requirement}): {c.detail}")
     return "\n".join(lines)
