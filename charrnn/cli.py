@@ -27,8 +27,25 @@ _SWEEP_DEFAULTS = SweepConfig()  # the dataclass is the single source of the swe
 STOP_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
 
-class _Group(click.Group):
+class _FullHelpGroup(click.Group):
+    """Lists each command with its whole first sentence, wrapped: click's default cuts it at the
+    terminal's width with "...", which left most descriptions unfinished."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class _Group(_FullHelpGroup):
     """Turns library errors into one line and a non-zero exit instead of a traceback."""
+
+    group_class = _FullHelpGroup  # `charrnn data` and other command groups list their commands in full too
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -318,7 +335,7 @@ def _decoding_options(func: Any) -> Any:
         click.option("--greedy", is_flag=True, help="Always take the most likely character (argmax)."),
         click.option("--top-k", type=int, default=None, help="Sample only among the K most likely characters."),
         click.option("--top-p", type=float, default=None, help="Nucleus: sample among the fewest characters holding this much probability (0 < P <= 1)."),
-        click.option("--epsilon", type=float, default=0.0, help="ε-greedy: with this probability take the most likely character, else sample."),
+        click.option("--epsilon", type=float, default=0.0, help="With this probability take the most likely character, else sample: 1 is greedy, 0 plain sampling. The course notes' ε (the chance of the argmax), the reverse of reinforcement learning's ε-greedy (the chance to explore)."),
         click.option("--repetition-penalty", type=float, default=1.0, help="Divide the probability of characters generated in the last --repetition-window by this (>= 1; breaks loops)."),
         click.option("--repetition-window", type=int, default=20, show_default=True, help="How many recent characters the penalty looks back."),
         click.option("--stop", multiple=True, help=r"End right after this string (repeatable; escapes like '\n\n' work)."),
@@ -578,17 +595,29 @@ def data() -> None:
     """Get named corpora (tiny Shakespeare, Paul Graham essays)."""
 
 
-@data.command("get")
+class _CorpusHelpCommand(click.Command):
+    """`data get --help` lists the corpus names; charrnn.corpora is imported only when help is shown,
+    so `charrnn --help` stays instant."""
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from .corpora import CORPORA
+
+        super().format_help_text(ctx, formatter)
+        with formatter.section("Corpora (NAME)"):
+            formatter.write_dl([(corpus.name, corpus.description) for corpus in CORPORA.values()])
+
+
+@data.command("get", cls=_CorpusHelpCommand)
 @click.argument("name")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True, help="Where to put it.")
 @click.option("--mirror", type=click.Path(file_okay=False, path_type=Path), default=None, help="Copy from this local folder instead of downloading.  [default: $CHARRNN_DATA_MIRROR]")
 @click.option("--url", default=None, help="Download from this address instead of the public one.")
-@click.option("--force", is_flag=True, help="Fetch again even if a verified copy is present.")
+@click.option("--force", is_flag=True, help="Fetch again, replacing the file there (even one that does not match the sha256).")
 def data_get(name: str, data_dir: Path, mirror: Path | None, url: str | None, force: bool) -> None:
     """Fetch corpus NAME into --data-dir, verifying its sha256."""
     from .corpora import get
 
-    path = get(name, data_dir, mirror=mirror, url=url, force=force)
+    path = get(name, data_dir, mirror=mirror, url=url, force=force, log=lambda message: click.echo(message, err=True))
     click.echo(f"{name}: {path} ({path.stat().st_size:,} bytes, sha256 verified)")
 
 
