@@ -394,12 +394,17 @@ def _recorded_corpus(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def corpus_path(meta: dict[str, Any], override: str | os.PathLike | None = None) -> Path:
-    """The training text: `override`, else the path recorded in the checkpoint's metadata."""
+    """The training text: `override` ("-" is standard input), else the path recorded in the checkpoint's metadata."""
+    from .data import STDIN_NAME
+
     if override is not None:
         return Path(override)
     recorded = _recorded_corpus(meta)
     if not recorded.get("path"):
         raise CharRNNError("the checkpoint does not record its training text; pass --corpus FILE")
+    if recorded["path"] == STDIN_NAME:
+        raise CharRNNError("the checkpoint was trained on standard input; pass --corpus FILE, or pipe the text "
+                           "again with --corpus -")
     path = Path(recorded["path"])
     if path.is_dir() or len(recorded.get("inputs", [])) > 1:
         raise CharRNNError(f"the checkpoint was trained on several files ({path}); pass --corpus FILE with "
@@ -416,7 +421,7 @@ def sweep(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, config: Swe
 
     `encoding` is that of the training text the samples are compared with."""
     from . import checkpoint as ckpt_io
-    from .data import read_text
+    from .data import STDIN_NAME, is_stdin, read_text
     from .runtime import resolve_device
     from .train import sha256_text
 
@@ -426,10 +431,11 @@ def sweep(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, config: Swe
     ckpt = ckpt_io.load(checkpoint, resolve_device(device))
     text_path = corpus_path(ckpt.meta, corpus)
     text = read_text(text_path, encoding=encoding)
+    shown = STDIN_NAME if is_stdin(text_path) else str(text_path)
     recorded = _recorded_corpus(ckpt.meta)
     sha = sha256_text(text)
     if corpus is None and recorded.get("sha256") and recorded["sha256"] != sha:
-        progress({"event": "warning", "message": f"{text_path} changed since training (sha256 differs)"})
+        progress({"event": "warning", "message": f"{shown} changed since training (sha256 differs)"})
     mc = ckpt.model.config
     source = {
         "checkpoint": str(ckpt.path),
@@ -438,8 +444,8 @@ def sweep(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, config: Swe
         "best_val_loss": ckpt.meta.get("best_val_loss"),
         "step": ckpt.meta.get("step"),
         "train_seconds": ckpt.meta.get("elapsed"),
-        "corpus": str(text_path),
-        "corpus_name": recorded.get("name") or text_path.name,
+        "corpus": shown,
+        "corpus_name": recorded.get("name") or Path(shown).name,
         "corpus_chars": len(text),
         "corpus_sha256": sha,
         "corpus_matches_training": (recorded.get("sha256") == sha) if recorded.get("sha256") else None,
