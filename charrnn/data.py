@@ -19,7 +19,7 @@ from .runtime import derived_seed
 from .vocab import Vocab
 
 MAX_STREAM_BYTES = 256 << 20  # what read_text takes from a pipe or a device
-STDIN = "-"  # the path that means standard input, as on most command lines (a file named "-" is ./-)
+STDIN = "-"  # the path that means standard input, as on most command lines (a file named "-": its full path)
 STDIN_NAME = "<stdin>"  # how a text read from standard input is named in messages and run records
 
 
