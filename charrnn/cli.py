@@ -9,7 +9,6 @@ import contextlib
 import io
 import os
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import click
 
 from .config import PRESETS, ModelConfig, TrainConfig, parse_duration
 from .errors import CharRNNError
+from .progress import TrainProgress, fmt_time
 from .sweep import SweepConfig
 
 CHECKPOINT_ROOT = "checkpoints"
@@ -74,13 +74,6 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         raise click.BadParameter(str(exc)) from None
 
 
-def _fmt_time(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="charrnn", message="charrnn %(version)s")
 def main() -> None:
@@ -95,63 +88,6 @@ def main() -> None:
 
 # ----------------------------------------------------------------------------------------------
 # train
-
-
-class _Progress:
-    """The live progress line (rewritten in place on a terminal, throttled lines otherwise)."""
-
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self.last_print = 0.0
-        self.val = None
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event["event"]
-        if kind == "warning":
-            click.echo(f"warning: {event['message']}", err=True)
-        elif kind == "stopping":  # the answer to a Ctrl-C, quiet or not: the final evaluation can take a while
-            click.echo(f"{chr(10) if self.tty else ''}{event['signal']} at step {event['step']}: evaluating and saving "
-                       "a resumable checkpoint (Ctrl-C again stops at once and keeps the last save)", err=True)
-        if self.quiet:
-            return
-        if kind == "start":
-            m, t = event["model_config"], event["train_config"]
-            budget = f", time budget {_fmt_time(t['time_budget'])}" if t["time_budget"] else ""
-            steps = f", max {t['max_steps']} steps" if t["max_steps"] else ""
-            resumed = f", resuming at step {event['resumed_at']}" if event["resumed_at"] else ""
-            procs = f" x {event['world_size']} processes" if event.get("world_size", 1) > 1 else ""
-            regularised = "".join(f", {label} {value:g}" for label, value in (
-                ("dropout", m.get("dropout", 0)), ("weight drop", m.get("weight_drop", 0)), ("EMA", t.get("ema", 0)))
-                if value)
-            click.echo(f"{m['num_layers']}x{m['hidden_size']} {m['model'].upper()} "
-                       f"({event['params'] / 1e6:.2f}M params, vocab {event['vocab_size']}{regularised}) on "
-                       f"{event['device']}{procs} ({event['precision']}), batch {t['batch_size']} x seq {t['seq_len']}, "
-                       f"lr {t['lr']:g}{budget}{steps}{resumed} -> {event['run_dir']}", err=True)
-        elif kind == "corpus":  # preparing the memory-mapped id file (corpus_cache)
-            click.echo(event["message"], err=True)
-        elif kind == "step":
-            now = time.monotonic()
-            if not self.tty and now - self.last_print < 10:
-                return
-            self.last_print = now
-            val = f"{event['best_val_loss']:.3f}" if event["best_val_loss"] is not None else "-"
-            filled = int(round(20 * event.get("done_frac", 0.0)))
-            bar = "[" + "#" * filled + "." * (20 - filled) + "] "
-            line = (f"{bar}step {event['step']:>6} | epoch {event['epoch']:.2f} | train {event['train_loss']:.3f} | "
-                    f"best val {val} | {event['chars_per_sec'] / 1000:.1f}k chars/s | "
-                    f"{_fmt_time(event['elapsed'])} elapsed, {_fmt_time(event['time_left'])} left")
-            click.echo(("\r" + line + "\x1b[K") if self.tty else line, err=True, nl=not self.tty)
-        elif kind == "sample":
-            prefix = "\n" if self.tty else ""
-            click.echo(f"{prefix}sample at step {event['step']}:\n  | " + event["sample"].replace("\n", "\n  | "), err=True)
-        elif kind == "eval":
-            mark = " (best, saved)" if event["improved"] else ""
-            prefix = "\n" if self.tty else ""
-            click.echo(f"{prefix}step {event['step']:>6} | val {event['val_loss']:.4f} nats/char "
-                       f"({event['val_bits']:.3f} bits){mark}", err=True)
-            if event.get("sample"):
-                click.echo("  | " + event["sample"].replace("\n", "\n  | "), err=True)
 
 
 def _runs_dir_for(text_file: str) -> Path:
@@ -225,7 +161,7 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
     if ddp and not launched_by_torchrun():
         raise CharRNNError("--ddp needs several processes: launch with torchrun --nproc_per_node N -m charrnn train ...")
     main_process = is_main_process()  # under torchrun only rank 0 prints
-    progress = _Progress(quiet or not main_process)
+    progress = TrainProgress(quiet or not main_process)
     flags = {k: v for k, v in flags.items() if v is not None}
     model_keys = {f for f in ModelConfig.__dataclass_fields__} - {"vocab_size"}
     model_flags = {k: v for k, v in flags.items() if k in model_keys}
@@ -328,7 +264,7 @@ def _summary(result: Any, stdin: bool = False) -> None:
         return
     click.echo(f"done ({result.stop_reason}): best val loss {result.best_val_loss:.4f} nats/char "
                f"({result.best_val_bits:.3f} bits/char) at step {result.best_step}, "
-               f"{result.step} steps in {_fmt_time(result.elapsed)}; saved in {result.run_dir}/", err=True)
+               f"{result.step} steps in {fmt_time(result.elapsed)}; saved in {result.run_dir}/", err=True)
     click.echo(f"sample it: charrnn sample -c {result.run_dir} -t 0.5", err=True)
     if result.stop_reason in STOP_EXIT_CODES:
         if stdin:  # nothing on disk to read again: the same text must come through the pipe again

@@ -112,8 +112,8 @@ def split(ids: np.ndarray, val_frac: float = 0.1) -> tuple[np.ndarray, np.ndarra
     return ids[:n_train], ids[n_train:]
 
 
-def batchify(ids: np.ndarray | torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Cut a 1-D id sequence into `batch_size` contiguous streams, one per row.
+def stream_rows(ids: np.ndarray | torch.Tensor, batch_size: int) -> np.ndarray:
+    """Cut a 1-D id sequence into `batch_size` contiguous streams, one per row: a (B, L) view.
 
     For the text "abcdefghijklmnopqrstuvwx" and batch_size 4:
 
@@ -122,17 +122,7 @@ def batchify(ids: np.ndarray | torch.Tensor, batch_size: int) -> torch.Tensor:
         row 2: m n o p q r       of the same row, and the hidden state left
         row 3: s t u v w x       by window k is the right state to start k+1.
 
-    The tail that does not fill a whole column is dropped.
-    """
-    ids = torch.as_tensor(np.asarray(ids).astype(np.int64, copy=False))
-    length = ids.numel() // batch_size
-    if length == 0:
-        raise CharRNNError(f"{ids.numel()} characters cannot fill {batch_size} streams")
-    return ids[: length * batch_size].view(batch_size, length)
-
-
-def stream_rows(ids: np.ndarray | torch.Tensor, batch_size: int) -> np.ndarray:
-    """`batchify` without the int64 copy: a (B, L) view of the compact ids.
+    The tail that does not fill a whole column is dropped. No int64 copy is made:
 
     A memory-mapped corpus stays memory-mapped, so a multi-gigabyte id file costs no more memory
     than the pages training touches; windows are widened to int64 one at a time (`to_long`).

@@ -421,9 +421,9 @@ def sweep(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, config: Swe
 
     `encoding` is that of the training text the samples are compared with."""
     from . import checkpoint as ckpt_io
+    from .corpus_cache import sha256_text
     from .data import STDIN_NAME, is_stdin, read_text
     from .runtime import resolve_device
-    from .train import sha256_text
 
     started = time.perf_counter()
     config = config or SweepConfig()
