@@ -27,8 +27,25 @@ _SWEEP_DEFAULTS = SweepConfig()  # the dataclass is the single source of the swe
 STOP_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
 
-class _Group(click.Group):
+class _FullHelpGroup(click.Group):
+    """Lists each command with its whole first sentence, wrapped: click's default cuts it at the
+    terminal's width with "...", which left most descriptions unfinished."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class _Group(_FullHelpGroup):
     """Turns library errors into one line and a non-zero exit instead of a traceback."""
+
+    group_class = _FullHelpGroup  # `charrnn data` and other command groups list their commands in full too
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -133,7 +150,8 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
     """Train a model on TEXT and keep its best checkpoint.
 
     TEXT is a UTF-8 text file, several files, a directory (every text file in it, recursively) or a
-    glob; files are joined with --separator and encoded once into a memory-mapped cache. Launched by
+    glob; files are joined with --separator and encoded once into a memory-mapped cache. TEXT '-'
+    reads standard input (at most 256 MiB; a resume needs the same text piped again). Launched by
     torchrun (torchrun --nproc_per_node N -m charrnn train ...) it trains on N processes with DDP.
     """
     from . import train as training
@@ -158,9 +176,13 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
             if resume_run.name != "last.pt":
                 raise CharRNNError(f"--resume takes a run folder (the one holding last.pt), not the file {resume_run}")
             resume_run = resume_run.parent
-    text = CorpusFiles.from_paths(text_files, encoding=encoding, separator=parse_separator(separator),
-                                  val_split=val_split, cache_dir=cache_dir, log=progress if main_process else None)
-    corpus: dict[str, Any] = {"path": str(Path(text_files[0]).resolve()), "name": Path(text_files[0]).name}
+    stdin = "-" in text_files
+    if stdin:  # `charrnn train -`: the text of a pipe, held in memory like train(text) in the library
+        text, corpus = _stdin_corpus(text_files, encoding)
+    else:
+        text = CorpusFiles.from_paths(text_files, encoding=encoding, separator=parse_separator(separator),
+                                      val_split=val_split, cache_dir=cache_dir, log=progress if main_process else None)
+        corpus = {"path": str(Path(text_files[0]).resolve()), "name": Path(text_files[0]).name}
     if len(text_files) > 1:
         corpus["inputs"] = [str(Path(p).resolve()) for p in text_files]
     if resume_run is not None:
@@ -173,7 +195,7 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
             raise CharRNNError(f"--init-from keeps the trained model's architecture; drop {names} "
                                "(only --dropout and --weight-drop can change)")
         model_config, train_config = _configs(preset, model_flags, train_flags)
-        run_dir = out or _runs_dir_for(run_name(text_files))
+        run_dir = out or _runs_dir_for("stdin" if stdin else run_name(text_files))
         _refuse_overwrite(run_dir, explicit=out is not None)
         with _process_group():
             if init_from is not None:
@@ -183,7 +205,26 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
             else:
                 result = training.train(text, run_dir, model_config, train_config, corpus=corpus, log=progress)
     if main_process:
-        _summary(result)
+        _summary(result, stdin=stdin)
+
+
+def _stdin_corpus(text_files: tuple[str, ...], encoding: str) -> tuple[str, dict[str, Any]]:
+    """The training text from standard input, recorded as <stdin> (its sha256 is added by the trainer)."""
+    from .data import STDIN_NAME, read_text
+    from .distributed import launched_by_torchrun
+
+    if len(text_files) > 1:
+        raise CharRNNError("- (standard input) is the whole corpus; it cannot be joined with other files")
+    if launched_by_torchrun():
+        raise CharRNNError("under torchrun only one process reads standard input; save the text to a file")
+    _stdin_note("the training text")
+    return read_text("-", encoding=encoding), {"path": STDIN_NAME, "name": STDIN_NAME}
+
+
+def _stdin_note(what: str) -> None:
+    """Reading a terminal waits for typing: say so, so a forgotten pipe does not look like a hang."""
+    if sys.stdin is not None and sys.stdin.isatty():
+        click.echo(f"reading {what} from standard input; end it with Ctrl-D", err=True)
 
 
 @contextlib.contextmanager
@@ -217,7 +258,7 @@ def _refuse_overwrite(run_dir: Path, explicit: bool) -> None:
                            "or choose another --out")
 
 
-def _summary(result: Any) -> None:
+def _summary(result: Any, stdin: bool = False) -> None:
     if result.best_val_loss is None:
         click.echo(f"stopped ({result.stop_reason}) after {result.step} steps without an evaluation", err=True)
         return
@@ -226,8 +267,12 @@ def _summary(result: Any) -> None:
                f"{result.step} steps in {fmt_time(result.elapsed)}; saved in {result.run_dir}/", err=True)
     click.echo(f"sample it: charrnn sample -c {result.run_dir} -t 0.5", err=True)
     if result.stop_reason in STOP_EXIT_CODES:
-        click.echo(f"stopped by {result.stop_reason}; continue with: charrnn train TEXT --resume {result.run_dir}",
-                   err=True)
+        if stdin:  # nothing on disk to read again: the same text must come through the pipe again
+            click.echo(f"stopped by {result.stop_reason}; the text came from standard input, so continue by "
+                       f"giving it again: ... | charrnn train - --resume {result.run_dir}", err=True)
+        else:
+            click.echo(f"stopped by {result.stop_reason}; continue with: charrnn train TEXT --resume {result.run_dir}",
+                       err=True)
         click.get_current_context().exit(STOP_EXIT_CODES[result.stop_reason])
 
 
@@ -254,12 +299,12 @@ def _decoding_options(func: Any) -> Any:
         click.option("--greedy", is_flag=True, help="Always take the most likely character (argmax)."),
         click.option("--top-k", type=int, default=None, help="Sample only among the K most likely characters."),
         click.option("--top-p", type=float, default=None, help="Nucleus: sample among the fewest characters holding this much probability (0 < P <= 1)."),
-        click.option("--epsilon", type=float, default=0.0, help="ε-greedy: with this probability take the most likely character, else sample."),
+        click.option("--epsilon", type=float, default=0.0, help="With this probability take the most likely character, else sample: 1 is greedy, 0 plain sampling. The course notes' ε (the chance of the argmax), the reverse of reinforcement learning's ε-greedy (the chance to explore)."),
         click.option("--repetition-penalty", type=float, default=1.0, help="Divide the probability of characters generated in the last --repetition-window by this (>= 1; breaks loops)."),
         click.option("--repetition-window", type=int, default=20, show_default=True, help="How many recent characters the penalty looks back."),
         click.option("--stop", multiple=True, help=r"End right after this string (repeatable; escapes like '\n\n' work)."),
         click.option("--prime", default=None, help="Text to warm the hidden state with."),
-        click.option("--prime-file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Read the prime from this file (several lines are fine)."),
+        click.option("--prime-file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None, help="Read the prime from this file (several lines are fine; '-': standard input)."),
         click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of --prime-file."),
         click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Same seed, same text.  [default: random, printed]"),
         click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True, help="What to do with prime characters the model never saw."),
@@ -463,7 +508,7 @@ def _inspect(checkpoint: Path | None, device: str, prime: str | None, prime_file
 
 
 @main.command()
-@click.argument("text_file", type=click.Path(path_type=Path))
+@click.argument("text_file", type=click.Path(allow_dash=True, path_type=Path))
 @click.option("-c", "--checkpoint", type=click.Path(path_type=Path), default=None, help="Run folder or .pt file.  [default: the most recent run]")
 @click.option("--context", default="", help="Text the model reads first (not scored); without it the file's first character is only context.")
 @click.option("--per-char", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None, help="Write each character's surprisal (TSV: position, char, nats, bits) to this file ('-': stdout).")
@@ -472,14 +517,19 @@ def _inspect(checkpoint: Path | None, device: str, prime: str | None, prime_file
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or mps.")
 def score(text_file: Path, checkpoint: Path | None, context: str, per_char: Path | None, unknown: str, encoding: str,
           device: str) -> None:
-    """How well a model predicts TEXT_FILE: mean loss in nats/char, bits/char and perplexity."""
+    """How well a model predicts TEXT_FILE: mean loss in nats/char, bits/char and perplexity.
+
+    TEXT_FILE '-' reads standard input.
+    """
     from .checkpoint import atomic_write, load
-    from .data import read_text
+    from .data import STDIN_NAME, is_stdin, read_text
     from .runtime import resolve_device
     from .scoring import score_text, surprisal_lines
 
     if per_char is not None and str(per_char) != "-" and not per_char.parent.is_dir():  # say so before scoring
         raise CharRNNError(f"--per-char {per_char}: folder {per_char.parent} does not exist")
+    if is_stdin(text_file):
+        _stdin_note("the text to score")
     text = read_text(text_file, encoding=encoding)
     ckpt = load(_checkpoint_dir(checkpoint), resolve_device(device))
     result = score_text(ckpt.model, ckpt.vocab, text, context=context, unknown=unknown, per_char=per_char is not None)
@@ -491,7 +541,7 @@ def score(text_file: Path, checkpoint: Path | None, context: str, per_char: Path
             sys.stdout.flush()
         else:
             atomic_write(per_char, lambda f: f.writelines(surprisal_lines(result)), mode="w")
-    click.echo(f"{text_file}: {result.num_chars:,} characters scored under {ckpt.path}\n"
+    click.echo(f"{STDIN_NAME if is_stdin(text_file) else text_file}: {result.num_chars:,} characters scored under {ckpt.path}\n"
                f"  {result.nats_per_char:.4f} nats/char   {result.bits_per_char:.4f} bits/char   "
                f"perplexity {result.perplexity:.3f}", err=to_stdout)
 
@@ -514,17 +564,29 @@ def data() -> None:
     """Get named corpora (tiny Shakespeare, Paul Graham essays)."""
 
 
-@data.command("get")
+class _CorpusHelpCommand(click.Command):
+    """`data get --help` lists the corpus names; charrnn.corpora is imported only when help is shown,
+    so `charrnn --help` stays instant."""
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from .corpora import CORPORA
+
+        super().format_help_text(ctx, formatter)
+        with formatter.section("Corpora (NAME)"):
+            formatter.write_dl([(corpus.name, corpus.description) for corpus in CORPORA.values()])
+
+
+@data.command("get", cls=_CorpusHelpCommand)
 @click.argument("name")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True, help="Where to put it.")
 @click.option("--mirror", type=click.Path(file_okay=False, path_type=Path), default=None, help="Copy from this local folder instead of downloading.  [default: $CHARRNN_DATA_MIRROR]")
 @click.option("--url", default=None, help="Download from this address instead of the public one.")
-@click.option("--force", is_flag=True, help="Fetch again even if a verified copy is present.")
+@click.option("--force", is_flag=True, help="Fetch again, replacing the file there (even one that does not match the sha256).")
 def data_get(name: str, data_dir: Path, mirror: Path | None, url: str | None, force: bool) -> None:
     """Fetch corpus NAME into --data-dir, verifying its sha256."""
     from .corpora import get
 
-    path = get(name, data_dir, mirror=mirror, url=url, force=force)
+    path = get(name, data_dir, mirror=mirror, url=url, force=force, log=lambda message: click.echo(message, err=True))
     click.echo(f"{name}: {path} ({path.stat().st_size:,} bytes, sha256 verified)")
 
 
@@ -550,9 +612,9 @@ def data_list() -> None:
 @click.option("--length", type=click.IntRange(1, 1_000_000), default=_SWEEP_DEFAULTS.length, show_default=True, help="Characters per sample.")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=_SWEEP_DEFAULTS.seed, show_default=True, help="First seed; the same at every temperature.")
 @click.option("--prime", default=_SWEEP_DEFAULTS.prime, help="Text to warm the hidden state with, the same at every temperature.  [default: none]")
-@click.option("--corpus", type=click.Path(path_type=Path), default=None, help="Training text to compare samples with.  [default: the path in the checkpoint]")
+@click.option("--corpus", type=click.Path(allow_dash=True, path_type=Path), default=None, help="Training text to compare samples with ('-': standard input).  [default: the path in the checkpoint]")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the training text.")
-@click.option("--check", is_flag=True, help="Exit with status 1 unless the spectrum holds (repetition falls, invention rises, greedy loops, T=2 invents a third of its words).")
+@click.option("--check", is_flag=True, help="Exit with status 1 unless the spectrum holds (repetition falls, invention rises, greedy loops, T=2 invents a third of its words); needs greedy, T=2 and at least 3 temperatures.")
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or mps.")
 def sweep(checkpoint: Path | None, out: Path | None, temperatures: str, greedy: bool, num_samples: int, length: int,
           seed: int, prime: str, corpus: Path | None, encoding: str, check: bool, device: str) -> None:
@@ -563,6 +625,10 @@ def sweep(checkpoint: Path | None, out: Path | None, temperatures: str, greedy: 
     out = out or Path("sweeps") / (run_dir.stem if run_dir.is_file() else run_dir.name)
     config = sweeping.SweepConfig(temperatures=sweeping.parse_temperatures(temperatures), greedy=greedy,
                                   num_samples=num_samples, length=length, seed=seed, prime=prime)
+    if check and sweeping.unmet_check_needs(config):  # said now, not as FAILs after the sampling
+        raise CharRNNError("--check needs " + "; ".join(sweeping.unmet_check_needs(config)))
+    if corpus is not None and str(corpus) == "-":
+        _stdin_note("the training text")
     made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made fails now, not after the sampling
 
