@@ -6,6 +6,7 @@ torch is imported inside the commands, so `charrnn --help` answers instantly.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import os
 import sys
@@ -200,7 +201,7 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
     glob; files are joined with --separator and encoded once into a memory-mapped cache. Launched by
     torchrun (torchrun --nproc_per_node N -m charrnn train ...) it trains on N processes with DDP.
     """
-    from . import train as training
+    training = importlib.import_module("charrnn.train")  # `charrnn.train` is the function (see __init__)
     from .corpus_cache import CorpusFiles, parse_separator, run_name
     from .distributed import is_main_process, launched_by_torchrun
 
