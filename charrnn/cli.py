@@ -5,6 +5,7 @@ torch is imported inside the commands, so `charrnn --help` answers instantly.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import importlib
 import io
@@ -31,6 +32,10 @@ STOP_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 class _Group(click.Group):
     """Turns library errors into one line and a non-zero exit instead of a traceback."""
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        _write_utf8()
+        return super().main(*args, **kwargs)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -47,6 +52,25 @@ class _Group(click.Group):
         except OSError as exc:  # the file system refused (disk full, permissions, I/O): say what and where
             where = f"{exc.filename}: " if exc.filename else ""
             raise click.ClickException(f"{where}{exc.strerror or exc}") from None
+
+
+def _write_utf8() -> None:
+    """Every command writes UTF-8, whatever the terminal's or locale's encoding claims.
+
+    Models write any character of their corpus, and a stream that could not encode one would fail
+    half-way through a sample (PYTHONIOENCODING=ascii, a latin-1 locale, Windows' cp1252 pipes).
+    UTF-8 is what the corpus, the checkpoints and every file charrnn writes hold, and what Python's
+    own UTF-8 mode (PEP 540, on by default in the C locale) uses, with the same error handlers: the
+    bytes of an undecodable file name are written back as they came; stderr escapes what it cannot.
+    """
+    for name, errors in (("stdout", "surrogateescape"), ("stderr", "backslashreplace")):
+        stream = getattr(sys, name)
+        try:
+            is_utf8 = codecs.lookup(stream.encoding).name == "utf-8"
+        except (AttributeError, LookupError, TypeError):  # no stream (pythonw), or not a text file
+            continue
+        if not is_utf8 and hasattr(stream, "reconfigure"):
+            stream.reconfigure(encoding="utf-8", errors=errors)
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
