@@ -2,7 +2,8 @@
 
 The failures are the kernel's, not a patched function: the process's RLIMIT_FSIZE makes every write
 past N bytes fail with EFBIG ("File too large"), the way a full disk fails with ENOSPC, and it needs
-no privileges (a small tmpfs would, and `mount` is refused to most users). Whole commands run in
+no privileges (a small tmpfs would, and `mount` is refused to most users; the last test uses one where
+it can, and is skipped elsewhere). Whole commands run in
 real `charrnn` processes forked from a zygote; the library writers that no command can reach alone
 (meta.json, `data get`, whose corpora must match a pinned sha256) run in a forked child.
 
@@ -15,10 +16,12 @@ from __future__ import annotations
 import os
 import resource
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from training_procs import TINY, Zygote
+from training_procs import TINY, Zygote, child_env
 
 from charrnn import checkpoint, corpora
 from charrnn.errors import CharRNNError
@@ -204,3 +207,44 @@ def test_a_library_error_hiding_the_disk_error_is_unwrapped(tmp_path):
     assert (tmp_path / "best.pt").read_bytes() == b"previous" and temp_files(tmp_path) == []
     with pytest.raises(CharRNNError, match="is not"):  # our own errors pass through as they are
         atomic_write(tmp_path / "best.pt", lambda f: (_ for _ in ()).throw(CharRNNError("is not what we want")))
+
+
+_FILL_THEN_RESUME = r"""
+set -e
+mount -t tmpfs -o size=2m tmpfs "$MNT"
+cp -a "$RUN" "$MNT/run"
+cat /dev/zero > "$MNT/filler" 2>/dev/null || true   # the disk is full...
+truncate -s -100000 "$MNT/filler"                  # ...but for 100 kB
+set +e
+"$PYTHON" -m charrnn train "$TEXT" --resume "$MNT/run" --max-steps 4 -q > "$LOG" 2>&1
+echo $? > "$CODE"
+cp -a "$MNT/run" "$AFTER"
+"""
+
+
+def test_a_really_full_disk_enospc_on_a_small_tmpfs(zygote, tmp_path):
+    # The same as the first test with the real thing, where it can be had: a 2 MB tmpfs, mounted in
+    # a private mount namespace (gone when the process ends), filled up but for 100 kB.
+    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                            f"mount -t tmpfs -o size=64k tmpfs '{tmp_path}'"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("mounting a tmpfs needs root (unshare/mount refused); the RLIMIT_FSIZE cases above run anyway")
+    text, run_dir = tmp_path / "play.txt", tmp_path / "run"
+    text.write_text("ROMEO:\nBut soft, what light through yonder window breaks?\n\n" * 120, encoding="utf-8")
+    code, output = run(zygote, ["train", text, "--out", run_dir, *TINY, "--hidden-size", 128, "--max-steps", 2,
+                                "--eval-interval", 2], tmp_path)
+    assert code == 0, output
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    env = {**child_env(), "MNT": str(mnt), "RUN": str(run_dir), "TEXT": str(text), "PYTHON": sys.executable,
+           "LOG": str(tmp_path / "full.log"), "CODE": str(tmp_path / "code"), "AFTER": str(tmp_path / "after")}
+    subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", _FILL_THEN_RESUME], env=env,
+                   check=True, timeout=600)
+    output = (tmp_path / "full.log").read_text(encoding="utf-8")
+    one_error(int((tmp_path / "code").read_text()), output,
+              f"could not write checkpoint {mnt / 'run' / 'best.pt'}: No space left on device",
+              "the previous checkpoint is unchanged")
+    before, after = snapshot(run_dir), snapshot(tmp_path / "after")
+    for name in ("best.pt", "last.pt", "meta.json", "losses.png"):
+        assert after[name] == before[name], name
+    assert temp_files(tmp_path / "after") == []
