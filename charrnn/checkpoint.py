@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_write, temp_pattern
+from .atomic import atomic_write, temp_pattern  # atomic_write is also imported from here (train, cli)
 from .config import ModelConfig
 from .errors import CharRNNError
 from .model import CharRNN
