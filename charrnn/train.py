@@ -355,6 +355,10 @@ class Trainer:
         self.best_val_loss = meta.get("best_val_loss")
         self.best_step = meta.get("best_step")
         self.created = meta.get("created", self.created)
+        # What a run listing shows about its past (charrnn.runs): kept across resumes.
+        self.extra_meta["resumed_at"] = [*(meta.get("resumed_at") or []), self.step]
+        if meta.get("init_from") is not None:
+            self.extra_meta["init_from"] = meta["init_from"]
         if meta.get("corpus", {}).get("sha256") not in (None, self.corpus["sha256"]):
             self.log({"event": "warning", "message": "the corpus changed since this run was saved; "
                       "continuing at the same position in the new text"})
