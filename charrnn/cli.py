@@ -148,7 +148,7 @@ def _runs_dir_for(text_file: str) -> Path:
 
 
 @main.command()
-@click.argument("text_files", nargs=-1, required=True, metavar="TEXT...")
+@click.argument("text_files", nargs=-1, metavar="TEXT...")
 @click.option("--preset", type=click.Choice(["auto", *PRESETS]), default="auto", show_default=True,
               help="Named configuration (see README); every flag below overrides it. "
                    "auto: gpu on CUDA, else by --time-budget (quick <= 5m, cpu10 <= 20m, cpu30).")
@@ -191,9 +191,12 @@ def _runs_dir_for(text_file: str) -> Path:
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where encoded corpora are kept.  [default: $CHARRNN_CACHE_DIR, else ~/.cache/charrnn]")
 @click.option("--ddp", is_flag=True, help="Insist on a multi-process run (started by torchrun --nproc_per_node N -m charrnn train ...); under torchrun DDP is used with or without it.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the final summary.")
+# Configuration files, TensorBoard, a separate validation text (charrnn.config_file, charrnn.tensorboard_log)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Read the options from this TOML file (keys named like the options: hidden_size = 512, corpus = \"data/x.txt\"); options given here override it. A run folder's config.toml repeats that run.")
+@click.option("--print-config", is_flag=True, help="Print the resolved configuration (preset + file + options) as TOML and exit.")
 def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run: Path | None, init_from: Path | None,
           encoding: str, separator: str, val_split: str, cache_dir: Path | None, ddp: bool, quiet: bool,
-          **flags: Any) -> None:
+          config_path: Path | None, print_config: bool, **flags: Any) -> None:
     """Train a model on TEXT and keep its best checkpoint.
 
     TEXT is a UTF-8 text file, several files, a directory (every text file in it, recursively) or a
@@ -204,6 +207,19 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
     from .corpus_cache import CorpusFiles, parse_separator, run_name
     from .distributed import is_main_process, launched_by_torchrun
 
+    ctx = click.get_current_context()
+    if resume_run is not None and (config_path is not None or print_config):
+        raise CharRNNError(f"--resume continues the run in {resume_run} with its own settings; "
+                           "it takes no --config or --print-config")
+    options = _with_config_file(ctx, config_path, dict(ctx.params))
+    text_files, preset, out, init_from = options["text_files"], options["preset"], options["out"], options["init_from"]
+    encoding, separator, val_split, cache_dir = (options[k] for k in ("encoding", "separator", "val_split", "cache_dir"))
+    flags = {k: options[k] for k in flags}
+    if print_config:
+        click.echo(_print_config(options, flags), nl=False)
+        return
+    if not text_files:
+        raise CharRNNError("give TEXT (a file, several, a directory or a glob), or a --config file naming a corpus")
     if ddp and not launched_by_torchrun():
         raise CharRNNError("--ddp needs several processes: launch with torchrun --nproc_per_node N -m charrnn train ...")
     main_process = is_main_process()  # under torchrun only rank 0 prints
@@ -243,11 +259,93 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
             if init_from is not None:
                 result = training.fine_tune(text, run_dir, init_from, train_config,
                                             dropout=model_flags.get("dropout"), weight_drop=model_flags.get("weight_drop"),
-                                            corpus=corpus, log=progress)
+                                            corpus=corpus, log=progress, settings=_settings(options))
             else:
-                result = training.train(text, run_dir, model_config, train_config, corpus=corpus, log=progress)
+                result = training.train(text, run_dir, model_config, train_config, corpus=corpus, log=progress,
+                                        settings=_settings(options))
     if main_process:
         _summary(result)
+
+
+# Config-file keys that are not named like the train command's parameters.
+_CONFIG_PARAMS = {"corpus": "text_files"}
+
+
+def _with_config_file(ctx: click.Context, config_path: Path | None, options: dict[str, Any]) -> dict[str, Any]:
+    """The train command's options with a config file's values under those given on the command line."""
+    from click.core import ParameterSource
+
+    from .config_file import escape_separator, read
+
+    if config_path is None:
+        return options
+    given = {name for name in options
+             if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    params = {p.name: p for p in ctx.command.params}
+    merged = dict(options)
+    for key, value in read(config_path).items():
+        name = _CONFIG_PARAMS.get(key, key)
+        if name in given or name not in params:
+            continue
+        if key == "separator":  # the file holds the text itself; the option its escaped spelling
+            value = escape_separator(value)
+        elif isinstance(params[name].type, click.Path) and params[name].type.path_type is Path:
+            value = Path(value)
+        merged[name] = tuple(value) if isinstance(value, list) else value
+    if merged["resume_run"] is None:  # a value out of range is named with the file it may come from
+        try:
+            _resolved_config(merged, {k: merged[k] for k in _FLAG_KEYS})
+        except CharRNNError as exc:
+            raise CharRNNError(f"{exc} (with config file {config_path})") from None
+    return merged
+
+
+def _concrete_preset(preset: str, train_flags: dict[str, Any]) -> str:
+    if preset != "auto":
+        return preset
+    from .config import preset_for
+    from .runtime import resolve_device
+
+    return preset_for(resolve_device(train_flags.get("device", "auto")).type, train_flags.get("time_budget"))
+
+
+def _resolved_config(options: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """Preset + file + options as one plain configuration (charrnn.config_file.resolved)."""
+    from .config_file import resolved
+    from .corpus_cache import parse_separator
+
+    flags = {k: v for k, v in flags.items() if v is not None}
+    model_keys = {f for f in ModelConfig.__dataclass_fields__} - {"vocab_size"}
+    model_flags = {k: v for k, v in flags.items() if k in model_keys}
+    train_flags = {k: v for k, v in flags.items() if k not in model_keys}
+    preset = _concrete_preset(options["preset"], train_flags)
+    model_config, train_config = _configs(preset, model_flags, train_flags)
+    data: dict[str, Any] = {"corpus": [str(Path(p).resolve()) for p in options["text_files"]], "preset": preset,
+                            "encoding": options["encoding"], "separator": parse_separator(options["separator"]),
+                            "val_split": options["val_split"]}
+    for key in ("cache_dir", "out", "init_from"):
+        if options.get(key) is not None:
+            data[key] = str(Path(options[key]).resolve())
+    if not data["corpus"]:
+        del data["corpus"]
+    values = resolved(model_config, train_config, data)
+    if "init_from" in data:  # fine-tuning keeps the source's architecture: only its regularisation is ours
+        values = {k: v for k, v in values.items() if k not in model_keys - {"dropout", "weight_drop"}}
+    return values
+
+
+def _print_config(options: dict[str, Any], flags: dict[str, Any]) -> str:
+    from .config_file import dumps
+
+    return dumps(_resolved_config(options, flags))
+
+
+def _settings(options: dict[str, Any]) -> dict[str, Any]:
+    """What the run folder's config.toml records (every option as resolved)."""
+    return _resolved_config(options, {k: options.get(k) for k in options if k in _FLAG_KEYS})
+
+
+_FLAG_KEYS = {f for f in ModelConfig.__dataclass_fields__ if f != "vocab_size"} | set(TrainConfig.__dataclass_fields__)
 
 
 @contextlib.contextmanager

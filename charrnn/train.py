@@ -216,9 +216,12 @@ class Trainer:
 
     def __init__(self, text: str | CorpusSource, run_dir: str | os.PathLike, model_config: ModelConfig,
                  train_config: TrainConfig, *, vocab: Vocab | None = None,
-                 corpus: dict[str, Any] | None = None, log: Log | None = None):
-        """`text` is a string, or any corpus_cache source (CorpusFiles, EncodedCorpus) for big corpora."""
+                 corpus: dict[str, Any] | None = None, log: Log | None = None,
+                 settings: dict[str, Any] | None = None):
+        """`text` is a string, or any corpus_cache source (CorpusFiles, EncodedCorpus) for big corpora.
+        `settings`: the resolved configuration the run folder's config.toml records (config_file)."""
         self.run_dir = Path(run_dir)
+        self.settings = settings
         self.cfg = train_config
         self.dist = Distributed.from_env(train_config.device)  # a torchrun job, or just this process
         self.log = (log or (lambda event: None)) if self.dist.is_main else (lambda event: None)
@@ -533,6 +536,7 @@ class Trainer:
             raise CharRNNError(f"cannot create run folder {self.run_dir}: {exc.strerror or exc}") from None
         if self.dist.is_main:  # the one writer; another rank would delete rank 0's writes in flight
             checkpoint.remove_stale_temp_files(self.run_dir)  # half-written files of a killed run
+            self._write_config()
         self.model.train()
         stop = _StopFlag()
         start_elapsed = self.elapsed
@@ -612,6 +616,20 @@ class Trainer:
                   "best_path": str(self.run_dir / checkpoint.BEST)})
         return result
 
+    def _write_config(self) -> None:
+        """config.toml: what repeats this run (`charrnn train --config RUN/config.toml`). A resumed run
+        keeps the file its first session wrote."""
+        from . import config_file
+
+        if self.step and (self.run_dir / config_file.CONFIG_FILE).exists():
+            return
+        settings = self.settings
+        if settings is None:  # called from the library: the configs, and the corpus if it has a path
+            path = self.corpus.get("path")
+            settings = config_file.resolved(self.model_config, self.cfg,
+                                            {"corpus": self.corpus.get("inputs", [path])} if path else {})
+        config_file.write(self.run_dir, settings)
+
     def _done_frac(self) -> float:
         """How much of the run's limit (steps or clock, whichever comes first) is used."""
         parts = [0.0]
@@ -633,13 +651,13 @@ class Trainer:
 
 def train(text: str | CorpusSource, run_dir: str | os.PathLike, model_config: ModelConfig | None = None,
           train_config: TrainConfig | None = None, *, corpus: dict[str, Any] | None = None,
-          log: Log | None = None) -> TrainResult:
+          log: Log | None = None, settings: dict[str, Any] | None = None) -> TrainResult:
     """Train a new model on `text` into `run_dir` (created; an existing run there is replaced).
 
     `text` may also be a `CorpusFiles` (files / a directory, memory-mapped) or an `EncodedCorpus`.
     """
     trainer = Trainer(text, run_dir, model_config or ModelConfig(), train_config or TrainConfig(),
-                      corpus=corpus, log=log)
+                      corpus=corpus, log=log, settings=settings)
     metrics = Path(run_dir) / "metrics.jsonl"
     if trainer.dist.is_main and metrics.exists():
         metrics.unlink()
@@ -665,7 +683,8 @@ def resume(text: str | CorpusSource, run_dir: str | os.PathLike, *, log: Log | N
 
 def fine_tune(text: str | CorpusSource, run_dir: str | os.PathLike, init_from: str | os.PathLike,
               train_config: TrainConfig, *, dropout: float | None = None, weight_drop: float | None = None,
-              corpus: dict[str, Any] | None = None, log: Log | None = None) -> TrainResult:
+              corpus: dict[str, Any] | None = None, log: Log | None = None,
+              settings: dict[str, Any] | None = None) -> TrainResult:
     """Start a new run on `text` from the weights of `init_from`.
 
     Characters the new text adds are appended to the vocabulary (old ids keep their meaning) with
@@ -677,7 +696,8 @@ def fine_tune(text: str | CorpusSource, run_dir: str | os.PathLike, init_from: s
     old = source.model_config
     changes = {k: v for k, v in (("dropout", dropout), ("weight_drop", weight_drop)) if v is not None}
     model_config = ModelConfig.from_dict({**old.to_dict(), "vocab_size": len(vocab), **changes})
-    trainer = Trainer(text, run_dir, model_config, train_config, vocab=vocab, corpus=corpus, log=log)
+    trainer = Trainer(text, run_dir, model_config, train_config, vocab=vocab, corpus=corpus, log=log,
+                      settings=settings)
     new_state = trainer.model.state_dict()
     n_old = old.vocab_size
     with torch.no_grad():
