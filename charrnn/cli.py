@@ -700,6 +700,26 @@ def data_list() -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# export
+
+
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path), metavar="RUN")
+@click.option("--format", "fmt", type=click.Choice(["safetensors", "onnx"]), required=True, help="safetensors: the weights (+ config.json); onnx: a graph of one generation step.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder to write into.  [default: exports/<run name>]")
+def export(run: Path, fmt: str, out: Path | None) -> None:
+    """Export RUN (a run folder or .pt file) for other runtimes, with a config.json of the model
+    config and vocabulary; loadable without charrnn (see the README)."""
+    from .checkpoint import load
+    from .export import export as export_model
+
+    ckpt = load(run)
+    out = out or Path("exports") / (run.parent if run.is_file() else run).resolve().name
+    path = export_model(ckpt, out, fmt)
+    click.echo(f"wrote {path} and {path.parent / 'config.json'} (from {ckpt.path})")
+
+
+# ----------------------------------------------------------------------------------------------
 # runs
 
 
