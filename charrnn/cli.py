@@ -194,9 +194,12 @@ def _runs_dir_for(text_file: str) -> Path:
 # Configuration files, TensorBoard, a separate validation text (charrnn.config_file, charrnn.tensorboard_log)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Read the options from this TOML file (keys named like the options: hidden_size = 512, corpus = \"data/x.txt\"); options given here override it. A run folder's config.toml repeats that run.")
 @click.option("--print-config", is_flag=True, help="Print the resolved configuration (preset + file + options) as TOML and exit.")
+@click.option("--val-file", multiple=True, metavar="FILE", help="Validate on this text instead of a split of TEXT, which is then trained on whole (repeatable; files, a directory or a glob, joined like TEXT).")
+@click.option("--val-unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True, help="Characters of --val-file the training text lacks: refuse, or drop them (as score --unknown).")
 def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run: Path | None, init_from: Path | None,
           encoding: str, separator: str, val_split: str, cache_dir: Path | None, ddp: bool, quiet: bool,
-          config_path: Path | None, print_config: bool, **flags: Any) -> None:
+          config_path: Path | None, print_config: bool, val_file: tuple[str, ...], val_unknown: str,
+          **flags: Any) -> None:
     """Train a model on TEXT and keep its best checkpoint.
 
     TEXT is a UTF-8 text file, several files, a directory (every text file in it, recursively) or a
@@ -208,18 +211,25 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
     from .distributed import is_main_process, launched_by_torchrun
 
     ctx = click.get_current_context()
-    if resume_run is not None and (config_path is not None or print_config):
-        raise CharRNNError(f"--resume continues the run in {resume_run} with its own settings; "
-                           "it takes no --config or --print-config")
+    if resume_run is not None and (config_path is not None or print_config or val_file):
+        raise CharRNNError(f"--resume continues the run in {resume_run} with its own settings (and validation); "
+                           "it takes no --config, --print-config or --val-file")
     options = _with_config_file(ctx, config_path, dict(ctx.params))
     text_files, preset, out, init_from = options["text_files"], options["preset"], options["out"], options["init_from"]
     encoding, separator, val_split, cache_dir = (options[k] for k in ("encoding", "separator", "val_split", "cache_dir"))
     flags = {k: options[k] for k in flags}
+    val_file, val_unknown = options["val_file"], options["val_unknown"]
+    if val_file and flags.get("val_frac") is not None:
+        raise CharRNNError("--val-frac splits TEXT for validation; with --val-file TEXT is trained on whole, so drop one")
     if print_config:
         click.echo(_print_config(options, flags), nl=False)
         return
     if not text_files:
         raise CharRNNError("give TEXT (a file, several, a directory or a glob), or a --config file naming a corpus")
+    from .validation import ValidationFiles
+
+    validation = ValidationFiles.from_paths(val_file, encoding=encoding, separator=parse_separator(separator),
+                                            unknown=val_unknown) if val_file else None
     if ddp and not launched_by_torchrun():
         raise CharRNNError("--ddp needs several processes: launch with torchrun --nproc_per_node N -m charrnn train ...")
     main_process = is_main_process()  # under torchrun only rank 0 prints
@@ -259,10 +269,10 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
             if init_from is not None:
                 result = training.fine_tune(text, run_dir, init_from, train_config,
                                             dropout=model_flags.get("dropout"), weight_drop=model_flags.get("weight_drop"),
-                                            corpus=corpus, log=progress, settings=_settings(options))
+                                            corpus=corpus, log=progress, settings=_settings(options), validation=validation)
             else:
                 result = training.train(text, run_dir, model_config, train_config, corpus=corpus, log=progress,
-                                        settings=_settings(options))
+                                        settings=_settings(options), validation=validation)
     if main_process:
         _summary(result)
 
@@ -326,6 +336,9 @@ def _resolved_config(options: dict[str, Any], flags: dict[str, Any]) -> dict[str
     for key in ("cache_dir", "out", "init_from"):
         if options.get(key) is not None:
             data[key] = str(Path(options[key]).resolve())
+    if options.get("val_file"):
+        data["val_file"] = [str(Path(p).resolve()) for p in options["val_file"]]
+        data["val_unknown"] = options["val_unknown"]
     if not data["corpus"]:
         del data["corpus"]
     values = resolved(model_config, train_config, data)

@@ -35,6 +35,7 @@ DATA_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "separator": ((str,), "a string"),
     "val_split": ((str,), '"per-file" or "end"'),
     "val_file": ((str, list), "a path or a list of paths"),
+    "val_unknown": ((str,), '"error" or "skip"'),
     "cache_dir": ((str,), "a path"),
     "out": ((str,), "a path"),
     "init_from": ((str,), "a path"),

@@ -603,8 +603,9 @@ class CorpusFiles:
             raise
 
     def load(self, vocab: Vocab | None = None, val_frac: float = 0.1) -> EncodedCorpus:
-        """The memory-mapped train/val ids under `vocab` (default: the corpus's own, sorted)."""
-        if not 0.0 < val_frac < 1.0:
+        """The memory-mapped train/val ids under `vocab` (default: the corpus's own, sorted); val_frac 0
+        trains on everything (validation from elsewhere)."""
+        if not 0.0 <= val_frac < 1.0:
             raise CharRNNError(f"val_frac must be in (0, 1), got {val_frac}")
         entry = self.entry
         with entry_lock(entry):

@@ -33,6 +33,7 @@ from .errors import CharRNNError
 from .model import CharRNN, Hidden, detach_hidden
 from .plots import LossCurve, plot_losses
 from .runtime import autocast, derived_seed, release_free_memory, resolve_precision, seed_everything
+from .validation import ValidationFiles
 from .vocab import Vocab
 
 LOG2E = 1.0 / math.log(2.0)
@@ -217,9 +218,10 @@ class Trainer:
     def __init__(self, text: str | CorpusSource, run_dir: str | os.PathLike, model_config: ModelConfig,
                  train_config: TrainConfig, *, vocab: Vocab | None = None,
                  corpus: dict[str, Any] | None = None, log: Log | None = None,
-                 settings: dict[str, Any] | None = None):
+                 settings: dict[str, Any] | None = None, validation: ValidationFiles | None = None):
         """`text` is a string, or any corpus_cache source (CorpusFiles, EncodedCorpus) for big corpora.
-        `settings`: the resolved configuration the run folder's config.toml records (config_file)."""
+        `settings`: the resolved configuration the run folder's config.toml records (config_file).
+        `validation`: files to validate on instead of a split (the corpus is then trained on whole)."""
         self.run_dir = Path(run_dir)
         self.settings = settings
         self.cfg = train_config
@@ -235,12 +237,17 @@ class Trainer:
         if len(self.vocab) != model_config.vocab_size:
             model_config = ModelConfig.from_dict({**model_config.to_dict(), "vocab_size": len(self.vocab)})
         self.model_config = model_config
-        data = source.load(self.vocab, train_config.val_frac)  # compact ids; memory-mapped for CorpusFiles
+        data = source.load(self.vocab, 0.0 if validation else train_config.val_frac)  # memory-mapped for CorpusFiles
         self.corpus = {**(corpus or {}), **data.info}
+        self.extra_meta: dict[str, Any] = {}
+        val_ids = data.val_ids
+        if validation is not None:
+            val_ids = validation.encode(self.vocab, self.log)
+            self.extra_meta["validation"] = validation.to_meta()  # so that resume validates on the same text
         # Under torchrun each rank trains its own rows of the global batch (distributed.py).
         self.batcher = self.dist.shard(StreamBatcher.from_ids(data.train_ids, train_config.batch_size,
                                                               train_config.seq_len, train_config.seed))
-        self.val = val_streams(data.val_ids, train_config.seq_len)
+        self.val = val_streams(val_ids, train_config.seq_len)
         self.dist.check_same([str(self.run_dir.resolve()), self.corpus.get("sha256"), len(self.vocab)],
                              "run folder or corpus")
 
@@ -265,7 +272,6 @@ class Trainer:
         self.bad_evals = 0
         self.first_loss: float | None = None
         self.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        self.extra_meta: dict[str, Any] = {}
         self.curve = LossCurve()  # the per-step loss for the plot, bounded however long the run
 
     def restart_average(self) -> None:
@@ -651,13 +657,14 @@ class Trainer:
 
 def train(text: str | CorpusSource, run_dir: str | os.PathLike, model_config: ModelConfig | None = None,
           train_config: TrainConfig | None = None, *, corpus: dict[str, Any] | None = None,
-          log: Log | None = None, settings: dict[str, Any] | None = None) -> TrainResult:
+          log: Log | None = None, settings: dict[str, Any] | None = None,
+          validation: ValidationFiles | None = None) -> TrainResult:
     """Train a new model on `text` into `run_dir` (created; an existing run there is replaced).
 
     `text` may also be a `CorpusFiles` (files / a directory, memory-mapped) or an `EncodedCorpus`.
     """
     trainer = Trainer(text, run_dir, model_config or ModelConfig(), train_config or TrainConfig(),
-                      corpus=corpus, log=log, settings=settings)
+                      corpus=corpus, log=log, settings=settings, validation=validation)
     metrics = Path(run_dir) / "metrics.jsonl"
     if trainer.dist.is_main and metrics.exists():
         metrics.unlink()
@@ -675,8 +682,8 @@ def resume(text: str | CorpusSource, run_dir: str | os.PathLike, *, log: Log | N
         raise CharRNNError(f"the corpus does not match the run's vocabulary (it adds {unknown[:10]}); "
                            "resume needs the same text; use --init-from to fine-tune on a new one")
     cfg = TrainConfig.from_dict({**ckpt.meta["train_config"], **overrides})
-    trainer = Trainer(text, run_dir, ckpt.model_config, cfg, vocab=ckpt.vocab,
-                      corpus=ckpt.meta.get("corpus"), log=log)
+    trainer = Trainer(text, run_dir, ckpt.model_config, cfg, vocab=ckpt.vocab, corpus=ckpt.meta.get("corpus"),
+                      log=log, validation=ValidationFiles.from_meta(ckpt.meta.get("validation")))
     trainer.restore(ckpt)
     return trainer.run()
 
@@ -684,7 +691,7 @@ def resume(text: str | CorpusSource, run_dir: str | os.PathLike, *, log: Log | N
 def fine_tune(text: str | CorpusSource, run_dir: str | os.PathLike, init_from: str | os.PathLike,
               train_config: TrainConfig, *, dropout: float | None = None, weight_drop: float | None = None,
               corpus: dict[str, Any] | None = None, log: Log | None = None,
-              settings: dict[str, Any] | None = None) -> TrainResult:
+              settings: dict[str, Any] | None = None, validation: ValidationFiles | None = None) -> TrainResult:
     """Start a new run on `text` from the weights of `init_from`.
 
     Characters the new text adds are appended to the vocabulary (old ids keep their meaning) with
@@ -697,7 +704,7 @@ def fine_tune(text: str | CorpusSource, run_dir: str | os.PathLike, init_from: s
     changes = {k: v for k, v in (("dropout", dropout), ("weight_drop", weight_drop)) if v is not None}
     model_config = ModelConfig.from_dict({**old.to_dict(), "vocab_size": len(vocab), **changes})
     trainer = Trainer(text, run_dir, model_config, train_config, vocab=vocab, corpus=corpus, log=log,
-                      settings=settings)
+                      settings=settings, validation=validation)
     new_state = trainer.model.state_dict()
     n_old = old.vocab_size
     with torch.no_grad():
