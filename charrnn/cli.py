@@ -196,10 +196,11 @@ def _runs_dir_for(text_file: str) -> Path:
 @click.option("--print-config", is_flag=True, help="Print the resolved configuration (preset + file + options) as TOML and exit.")
 @click.option("--val-file", multiple=True, metavar="FILE", help="Validate on this text instead of a split of TEXT, which is then trained on whole (repeatable; files, a directory or a glob, joined like TEXT).")
 @click.option("--val-unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True, help="Characters of --val-file the training text lacks: refuse, or drop them (as score --unknown).")
+@click.option("--tensorboard", is_flag=False, flag_value="", default=None, metavar="[DIR]", help="Write TensorBoard logs (losses, lr, grad norm, speed, samples) into the run folder, or into DIR/<run name>; tensorboard --logdir checkpoints shows the runs.")
 def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run: Path | None, init_from: Path | None,
           encoding: str, separator: str, val_split: str, cache_dir: Path | None, ddp: bool, quiet: bool,
           config_path: Path | None, print_config: bool, val_file: tuple[str, ...], val_unknown: str,
-          **flags: Any) -> None:
+          tensorboard: str | None, **flags: Any) -> None:
     """Train a model on TEXT and keep its best checkpoint.
 
     TEXT is a UTF-8 text file, several files, a directory (every text file in it, recursively) or a
@@ -234,6 +235,10 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
         raise CharRNNError("--ddp needs several processes: launch with torchrun --nproc_per_node N -m charrnn train ...")
     main_process = is_main_process()  # under torchrun only rank 0 prints
     progress = _Progress(quiet or not main_process)
+    if options["tensorboard"] is not None and main_process:  # one more listener on the trainer's events
+        from .tensorboard_log import TensorBoardLog, tee
+
+        progress = tee(progress, TensorBoardLog(_tensorboard_dir(options["tensorboard"], out, resume_run)))
     flags = {k: v for k, v in flags.items() if v is not None}
     model_keys = {f for f in ModelConfig.__dataclass_fields__} - {"vocab_size"}
     model_flags = {k: v for k, v in flags.items() if k in model_keys}
@@ -299,6 +304,8 @@ def _with_config_file(ctx: click.Context, config_path: Path | None, options: dic
             continue
         if key == "separator":  # the file holds the text itself; the option its escaped spelling
             value = escape_separator(value)
+        elif key == "tensorboard":  # true: into the run folder (the option given bare); false: off
+            value = "" if value is True else None if value is False else value
         elif isinstance(params[name].type, click.Path) and params[name].type.path_type is Path:
             value = Path(value)
         merged[name] = tuple(value) if isinstance(value, list) else value
@@ -308,6 +315,15 @@ def _with_config_file(ctx: click.Context, config_path: Path | None, options: dic
         except CharRNNError as exc:
             raise CharRNNError(f"{exc} (with config file {config_path})") from None
     return merged
+
+
+def _tensorboard_dir(given: str, out: Path | None, resume_run: Path | None) -> Path | None:
+    """--tensorboard alone: the run folder itself (None); --tensorboard DIR: DIR/<run name>, so that
+    several runs share one --logdir."""
+    if not given:
+        return None
+    run = resume_run or out
+    return Path(given) / run.name if run is not None else Path(given)
 
 
 def _concrete_preset(preset: str, train_flags: dict[str, Any]) -> str:
@@ -336,6 +352,8 @@ def _resolved_config(options: dict[str, Any], flags: dict[str, Any]) -> dict[str
     for key in ("cache_dir", "out", "init_from"):
         if options.get(key) is not None:
             data[key] = str(Path(options[key]).resolve())
+    if options.get("tensorboard") is not None:
+        data["tensorboard"] = str(Path(options["tensorboard"]).resolve()) if options["tensorboard"] else True
     if options.get("val_file"):
         data["val_file"] = [str(Path(p).resolve()) for p in options["val_file"]]
         data["val_unknown"] = options["val_unknown"]
