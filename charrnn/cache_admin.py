@@ -113,15 +113,15 @@ def clear(cache_dir: str | os.PathLike | None = None, names: tuple[str, ...] | l
             with entry_lock(entry.path, timeout=0):
                 lock = in_use_lock(entry.path)
                 try:
-                    lock.acquire_write()
-                except Timeout:
-                    skipped.append((entry, "in use by a running run"))
-                    continue
-                try:
+                    try:
+                        lock.acquire_write()
+                    except Timeout:
+                        skipped.append((entry, "in use by a running run"))
+                        continue
                     shutil.rmtree(entry.path)
                 finally:
                     with contextlib.suppress(Exception):
-                        lock.release()
+                        lock.close()
         except Timeout:
             skipped.append((entry, "a run is encoding it right now"))
             continue

@@ -30,6 +30,7 @@ import json
 import os
 import re
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -393,6 +394,12 @@ def in_use_lock(folder: Path) -> Any:
     return ReadWriteLock(folder / IN_USE_FILE, is_singleton=False, blocking=False)
 
 
+def _close_quietly(lock: Any) -> None:
+    """Release and close a lock; one already gone (its folder removed, the process ending) is fine."""
+    with contextlib.suppress(Exception):
+        lock.close()
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     from .checkpoint import atomic_write
 
@@ -537,13 +544,14 @@ class CorpusFiles:
                       f"({exc}); `charrnn cache clear` could remove it while this run trains"})
             return
         self._in_use = lock
+        self._in_use_finalizer = weakref.finalize(self, _close_quietly, lock)  # on garbage collection or exit
 
     def release(self) -> None:
         """Let `charrnn cache clear` remove this corpus's entry again (also on garbage collection or exit)."""
         lock, self._in_use = self._in_use, None
         if lock is not None:
-            with contextlib.suppress(Exception):
-                lock.release()
+            self._in_use_finalizer.detach()
+            _close_quietly(lock)
 
     # ----- pass 2: the id file -------------------------------------------------------------------
     def _layout(self, stats: dict[str, Any], val_frac: float) -> tuple[list[int], int, int]:

@@ -96,3 +96,18 @@ def test_config_without_corpus_and_no_text_is_one_error_line(tmp_path):
     config.write_text("hidden_size = 16\n", encoding="utf-8")
     one_error_line(run(["train", "--config", config]), "TEXT")
     one_error_line(run(["train", "--config", tmp_path / "missing.toml"]), "missing.toml", "does not exist")
+
+
+def test_config_file_carries_val_file_and_tensorboard_like_their_options(tmp_path, text_file, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    held_out = tmp_path / "held.txt"
+    held_out.write_text("ROMEO:\nhello\n", encoding="utf-8")
+    config = tmp_path / "c.toml"
+    config.write_text(f'corpus = "{text_file.name}"\nval_file = "held.txt"\nval_unknown = "skip"\ntensorboard = true\n',
+                      encoding="utf-8")
+    values = tomllib.loads(run(["train", "--config", config, "--print-config"]).stdout)
+    assert values["val_file"] == [str(held_out)] and values["val_unknown"] == "skip" and values["tensorboard"] is True
+    elsewhere = tomllib.loads(run(["train", "--config", config, "--print-config", "--tensorboard", "tb"]).stdout)
+    assert elsewhere["tensorboard"] == str(tmp_path / "tb")
+    config.write_text('tensorboard = 3\n', encoding="utf-8")
+    one_error_line(run(["train", text_file, "--config", config]), "tensorboard", "true, false or a folder")
