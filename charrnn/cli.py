@@ -359,10 +359,7 @@ def _resolved_config(options: dict[str, Any], flags: dict[str, Any]) -> dict[str
         data["val_unknown"] = options["val_unknown"]
     if not data["corpus"]:
         del data["corpus"]
-    values = resolved(model_config, train_config, data)
-    if "init_from" in data:  # fine-tuning keeps the source's architecture: only its regularisation is ours
-        values = {k: v for k, v in values.items() if k not in model_keys - {"dropout", "weight_drop"}}
-    return values
+    return resolved(model_config, train_config, data)
 
 
 def _print_config(options: dict[str, Any], flags: dict[str, Any]) -> str:

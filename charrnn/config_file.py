@@ -137,9 +137,12 @@ def resolved(model_config: ModelConfig, train_config: TrainConfig, data: dict[st
     """The full configuration as plain data, in the order a reader expects: data, model, training.
 
     Values that are None (no limit, no patience) are left out: TOML has no null, and a missing
-    key means the same.
+    key means the same. A fine-tuning run (`init_from`) keeps its source's architecture, so only the
+    model's regularisation is recorded.
     """
     model = {k: v for k, v in model_config.to_dict().items() if k != "vocab_size"}
+    if data.get("init_from") is not None:
+        model = {k: v for k, v in model.items() if k in ("dropout", "weight_drop")}
     values = {**{k: v for k, v in data.items() if k in DATA_KEYS}, **model, **train_config.to_dict()}
     return {k: v for k, v in values.items() if v is not None}
 

@@ -630,10 +630,14 @@ class Trainer:
         if self.step and (self.run_dir / config_file.CONFIG_FILE).exists():
             return
         settings = self.settings
-        if settings is None:  # called from the library: the configs, and the corpus if it has a path
-            path = self.corpus.get("path")
-            settings = config_file.resolved(self.model_config, self.cfg,
-                                            {"corpus": self.corpus.get("inputs", [path])} if path else {})
+        if settings is None:  # called from the library: the configs, the corpus if it has a path, and so on
+            path, meta = self.corpus.get("path"), self.extra_meta
+            data = {"corpus": self.corpus.get("inputs", [path])} if path else {}
+            if meta.get("init_from"):
+                data["init_from"] = meta["init_from"]
+            if meta.get("validation"):
+                data.update(val_file=meta["validation"]["files"], val_unknown=meta["validation"]["unknown"])
+            settings = config_file.resolved(self.model_config, self.cfg, data)
         config_file.write(self.run_dir, settings)
 
     def _done_frac(self) -> float:

@@ -5,6 +5,7 @@ import math
 
 from click.testing import CliRunner
 
+from charrnn import config_file
 from charrnn.cli import main
 from charrnn.runs import list_runs
 from charrnn.train import fine_tune, resume, train
@@ -40,6 +41,10 @@ def test_runs_lists_trained_resumed_and_fine_tuned_runs_and_survives_junk(tmp_pa
     t = found["tuned"]
     assert t.fine_tuned_from.endswith("best.pt") and not t.resumed and t.steps == 10
     assert "unreadable" in found["torn"].problem and "not a charrnn run" in found["foreign"].problem
+    # the library writes config.toml too: a fine-tuning run records its source, not an architecture
+    tuned = config_file.read(root / "tuned" / "config.toml")
+    assert tuned["init_from"] == t.fine_tuned_from and "hidden_size" not in tuned and tuned["dropout"] == 0.0
+    assert config_file.read(root / "base" / "config.toml")["hidden_size"] == 32
 
     by_loss = [r.name for r in list_runs(root, sort="loss")]
     assert by_loss[-2:] == sorted(["torn", "foreign"])  # runs without a loss go last
