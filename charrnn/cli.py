@@ -238,7 +238,7 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
     if options["tensorboard"] is not None and main_process:  # one more listener on the trainer's events
         from .tensorboard_log import TensorBoardLog, tee
 
-        progress = tee(progress, TensorBoardLog(_tensorboard_dir(options["tensorboard"], out, resume_run)))
+        progress = tee(progress, TensorBoardLog(Path(options["tensorboard"]) if options["tensorboard"] else None))
     flags = {k: v for k, v in flags.items() if v is not None}
     model_keys = {f for f in ModelConfig.__dataclass_fields__} - {"vocab_size"}
     model_flags = {k: v for k, v in flags.items() if k in model_keys}
@@ -315,15 +315,6 @@ def _with_config_file(ctx: click.Context, config_path: Path | None, options: dic
         except CharRNNError as exc:
             raise CharRNNError(f"{exc} (with config file {config_path})") from None
     return merged
-
-
-def _tensorboard_dir(given: str, out: Path | None, resume_run: Path | None) -> Path | None:
-    """--tensorboard alone: the run folder itself (None); --tensorboard DIR: DIR/<run name>, so that
-    several runs share one --logdir."""
-    if not given:
-        return None
-    run = resume_run or out
-    return Path(given) / run.name if run is not None else Path(given)
 
 
 def _concrete_preset(preset: str, train_flags: dict[str, Any]) -> str:

@@ -38,11 +38,12 @@ def check_available() -> None:
 
 
 class TensorBoardLog:
-    """A trainer log callback writing TensorBoard event files into `log_dir` (default: the run folder)."""
+    """A trainer log callback writing TensorBoard event files into the run folder, or, given
+    `log_root`, into `log_root/<run folder name>` (so that several runs share one --logdir)."""
 
-    def __init__(self, log_dir: str | os.PathLike | None = None):
+    def __init__(self, log_root: str | os.PathLike | None = None):
         check_available()
-        self.log_dir = Path(log_dir) if log_dir is not None else None
+        self.log_root = Path(log_root) if log_root is not None else None
         self.writer: Any = None
         self.run_dir: Path | None = None
 
@@ -53,7 +54,7 @@ class TensorBoardLog:
 
         atexit.register(self.close)  # a run that fails still leaves its events readable
         self.run_dir = Path(event["run_dir"])
-        log_dir = self.log_dir or self.run_dir
+        log_dir = self.run_dir if self.log_root is None else self.log_root / self.run_dir.name
         # Resumed at step N: what was logged after N was lost with the checkpoint (and is logged again).
         resumed_at = event.get("resumed_at") or 0
         self.writer = SummaryWriter(str(log_dir), purge_step=resumed_at + 1 if resumed_at else None)

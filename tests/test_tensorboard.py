@@ -29,7 +29,7 @@ def _events(folder):
     return events
 
 
-def test_tensorboard_logs_losses_lr_grad_norm_speed_samples_and_the_figure(tmp_path, text_file):
+def test_tensorboard_logs_losses_lr_grad_norm_speed_samples_and_the_figure(tmp_path, text_file, monkeypatch):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed: pip install -e '.[tensorboard]'")
     run_dir = tmp_path / "run"
     result = run(["train", text_file, "--out", run_dir, "--tensorboard", "--max-steps", "10", *FAST])
@@ -53,10 +53,10 @@ def test_tensorboard_logs_losses_lr_grad_norm_speed_samples_and_the_figure(tmp_p
     resumed = run(["train", text_file, "--resume", run_dir, "--max-steps", "15", "--tensorboard"])
     assert resumed.exit_code == 0, resumed.output
     assert [e.step for e in _events(run_dir).Scalars("val/loss_nats")] == [5, 10, 15]
-    other = run(["train", text_file, "--out", tmp_path / "second", "--tensorboard", tmp_path / "tb", "--max-steps", "5",
-                 *FAST])
+    monkeypatch.chdir(tmp_path)  # the run folder by default: checkpoints/<corpus name>
+    other = run(["train", text_file, "--max-steps", "5", "--tensorboard", "tb", *FAST])
     assert other.exit_code == 0, other.output
-    assert [e.step for e in _events(tmp_path / "tb" / "second").Scalars("val/loss_nats")] == [5]
+    assert [e.step for e in _events(tmp_path / "tb" / "play").Scalars("val/loss_nats")] == [5]
 
 
 def test_tensorboard_without_the_package_is_one_error_line_saying_how_to_install(tmp_path, text_file, monkeypatch):
