@@ -226,6 +226,9 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
         click.echo(_print_config(options, flags), nl=False)
         return
     if not text_files:
+        if options["tensorboard"] and Path(options["tensorboard"]).is_file():  # `--tensorboard TEXT` took TEXT as DIR
+            raise CharRNNError(f"--tensorboard took {options['tensorboard']} as its folder; put TEXT before "
+                               "--tensorboard, or write --tensorboard=DIR")
         raise CharRNNError("give TEXT (a file, several, a directory or a glob), or a --config file naming a corpus")
     from .validation import ValidationFiles
 

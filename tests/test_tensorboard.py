@@ -64,3 +64,7 @@ def test_tensorboard_without_the_package_is_one_error_line_saying_how_to_install
     one_error_line(run(["train", text_file, "--out", tmp_path / "run", "--tensorboard", "--max-steps", "5", *FAST]),
                    "tensorboard", "pip install")
     assert not (tmp_path / "run").exists()
+
+
+def test_tensorboard_before_text_says_it_took_text_as_its_folder(text_file):
+    one_error_line(run(["train", "--tensorboard", text_file, "--max-steps", "5"]), "--tensorboard took", "before")
