@@ -126,7 +126,7 @@ def _runs_dir_for(text_file: str) -> Path:
 
 
 @main.command()
-@click.argument("text_files", nargs=-1, required=True, metavar="TEXT...")
+@click.argument("text_files", nargs=-1, metavar="TEXT...")
 @click.option("--preset", type=click.Choice(["auto", *PRESETS]), default="auto", show_default=True,
               help="Named configuration (see README); every flag below overrides it. "
                    "auto: gpu on CUDA, else by --time-budget (quick <= 5m, cpu10 <= 20m, cpu30).")
@@ -169,9 +169,16 @@ def _runs_dir_for(text_file: str) -> Path:
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where encoded corpora are kept.  [default: $CHARRNN_CACHE_DIR, else ~/.cache/charrnn]")
 @click.option("--ddp", is_flag=True, help="Insist on a multi-process run (started by torchrun --nproc_per_node N -m charrnn train ...); under torchrun DDP is used with or without it.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the final summary.")
+# Configuration files, TensorBoard, a separate validation text (charrnn.config_file, charrnn.tensorboard_log)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Read the options from this TOML file (keys named like the options: hidden_size = 512, corpus = \"data/x.txt\"); options given here override it. A run folder's config.toml repeats that run.")
+@click.option("--print-config", is_flag=True, help="Print the resolved configuration (preset + file + options) as TOML and exit.")
+@click.option("--val-file", multiple=True, metavar="FILE", help="Validate on this text instead of a split of TEXT, which is then trained on whole (repeatable; files, a directory or a glob, joined like TEXT).")
+@click.option("--val-unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True, help="Characters of --val-file the training text lacks: refuse, or drop them (as score --unknown).")
+@click.option("--tensorboard", is_flag=False, flag_value="", default=None, metavar="[DIR]", help="Write TensorBoard logs (losses, lr, grad norm, speed, samples) into the run folder, or into DIR/<run name>; tensorboard --logdir checkpoints shows the runs.")
 def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run: Path | None, init_from: Path | None,
           encoding: str, separator: str, val_split: str, cache_dir: Path | None, ddp: bool, quiet: bool,
-          **flags: Any) -> None:
+          config_path: Path | None, print_config: bool, val_file: tuple[str, ...], val_unknown: str,
+          tensorboard: str | None, **flags: Any) -> None:
     """Train a model on TEXT and keep its best checkpoint.
 
     TEXT is a UTF-8 text file, several files, a directory (every text file in it, recursively) or a
@@ -183,10 +190,37 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
     from .corpus_cache import CorpusFiles, parse_separator, run_name
     from .distributed import is_main_process, launched_by_torchrun
 
+    ctx = click.get_current_context()
+    if resume_run is not None and (config_path is not None or print_config or val_file):
+        raise CharRNNError(f"--resume continues the run in {resume_run} with its own settings (and validation); "
+                           "it takes no --config, --print-config or --val-file")
+    options = _with_config_file(ctx, config_path, dict(ctx.params))
+    text_files, preset, out, init_from = options["text_files"], options["preset"], options["out"], options["init_from"]
+    encoding, separator, val_split, cache_dir = (options[k] for k in ("encoding", "separator", "val_split", "cache_dir"))
+    flags = {k: options[k] for k in flags}
+    val_file, val_unknown = options["val_file"], options["val_unknown"]
+    if val_file and flags.get("val_frac") is not None:
+        raise CharRNNError("--val-frac splits TEXT for validation; with --val-file TEXT is trained on whole, so drop one")
+    if print_config:
+        click.echo(_print_config(options, flags), nl=False)
+        return
+    if not text_files:
+        if options["tensorboard"] and Path(options["tensorboard"]).is_file():  # `--tensorboard TEXT` took TEXT as DIR
+            raise CharRNNError(f"--tensorboard took {options['tensorboard']} as its folder; put TEXT before "
+                               "--tensorboard, or write --tensorboard=DIR")
+        raise CharRNNError("give TEXT (a file, several, a directory or a glob), or a --config file naming a corpus")
+    from .validation import ValidationFiles
+
+    validation = ValidationFiles.from_paths(val_file, encoding=encoding, separator=parse_separator(separator),
+                                            unknown=val_unknown) if val_file else None
     if ddp and not launched_by_torchrun():
         raise CharRNNError("--ddp needs several processes: launch with torchrun --nproc_per_node N -m charrnn train ...")
     main_process = is_main_process()  # under torchrun only rank 0 prints
     progress = TrainProgress(quiet or not main_process)
+    if options["tensorboard"] is not None and main_process:  # one more listener on the trainer's events
+        from .tensorboard_log import TensorBoardLog, tee
+
+        progress = tee(progress, TensorBoardLog(Path(options["tensorboard"]) if options["tensorboard"] else None))
     flags = {k: v for k, v in flags.items() if v is not None}
     model_keys = {f for f in ModelConfig.__dataclass_fields__} - {"vocab_size"}
     model_flags = {k: v for k, v in flags.items() if k in model_keys}
@@ -226,9 +260,10 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
             if init_from is not None:
                 result = training.fine_tune(text, run_dir, init_from, train_config,
                                             dropout=model_flags.get("dropout"), weight_drop=model_flags.get("weight_drop"),
-                                            corpus=corpus, log=progress)
+                                            corpus=corpus, log=progress, settings=_settings(options), validation=validation)
             else:
-                result = training.train(text, run_dir, model_config, train_config, corpus=corpus, log=progress)
+                result = training.train(text, run_dir, model_config, train_config, corpus=corpus, log=progress,
+                                        settings=_settings(options), validation=validation)
     if main_process:
         _summary(result, stdin=stdin)
 
@@ -250,6 +285,91 @@ def _stdin_note(what: str) -> None:
     """Reading a terminal waits for typing: say so, so a forgotten pipe does not look like a hang."""
     if sys.stdin is not None and sys.stdin.isatty():
         click.echo(f"reading {what} from standard input; end it with Ctrl-D", err=True)
+
+
+# Config-file keys that are not named like the train command's parameters.
+_CONFIG_PARAMS = {"corpus": "text_files"}
+
+
+def _with_config_file(ctx: click.Context, config_path: Path | None, options: dict[str, Any]) -> dict[str, Any]:
+    """The train command's options with a config file's values under those given on the command line."""
+    from click.core import ParameterSource
+
+    from .config_file import escape_separator, read
+
+    if config_path is None:
+        return options
+    given = {name for name in options
+             if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    params = {p.name: p for p in ctx.command.params}
+    merged = dict(options)
+    for key, value in read(config_path).items():
+        name = _CONFIG_PARAMS.get(key, key)
+        if name in given or name not in params:
+            continue
+        if key == "separator":  # the file holds the text itself; the option its escaped spelling
+            value = escape_separator(value)
+        elif key == "tensorboard":  # true: into the run folder (the option given bare); false: off
+            value = "" if value is True else None if value is False else value
+        elif isinstance(params[name].type, click.Path) and params[name].type.path_type is Path:
+            value = Path(value)
+        merged[name] = tuple(value) if isinstance(value, list) else value
+    if merged["resume_run"] is None:  # a value out of range is named with the file it may come from
+        try:
+            _resolved_config(merged, {k: merged[k] for k in _FLAG_KEYS})
+        except CharRNNError as exc:
+            raise CharRNNError(f"{exc} (with config file {config_path})") from None
+    return merged
+
+
+def _concrete_preset(preset: str, train_flags: dict[str, Any]) -> str:
+    if preset != "auto":
+        return preset
+    from .config import preset_for
+    from .runtime import resolve_device
+
+    return preset_for(resolve_device(train_flags.get("device", "auto")).type, train_flags.get("time_budget"))
+
+
+def _resolved_config(options: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """Preset + file + options as one plain configuration (charrnn.config_file.resolved)."""
+    from .config_file import resolved
+    from .corpus_cache import parse_separator
+
+    flags = {k: v for k, v in flags.items() if v is not None}
+    model_keys = {f for f in ModelConfig.__dataclass_fields__} - {"vocab_size"}
+    model_flags = {k: v for k, v in flags.items() if k in model_keys}
+    train_flags = {k: v for k, v in flags.items() if k not in model_keys}
+    preset = _concrete_preset(options["preset"], train_flags)
+    model_config, train_config = _configs(preset, model_flags, train_flags)
+    data: dict[str, Any] = {"corpus": [str(Path(p).resolve()) for p in options["text_files"]], "preset": preset,
+                            "encoding": options["encoding"], "separator": parse_separator(options["separator"]),
+                            "val_split": options["val_split"]}
+    for key in ("cache_dir", "out", "init_from"):
+        if options.get(key) is not None:
+            data[key] = str(Path(options[key]).resolve())
+    if options.get("tensorboard") is not None:
+        data["tensorboard"] = str(Path(options["tensorboard"]).resolve()) if options["tensorboard"] else True
+    if options.get("val_file"):
+        data["val_file"] = [str(Path(p).resolve()) for p in options["val_file"]]
+        data["val_unknown"] = options["val_unknown"]
+    if not data["corpus"]:
+        del data["corpus"]
+    return resolved(model_config, train_config, data)
+
+
+def _print_config(options: dict[str, Any], flags: dict[str, Any]) -> str:
+    from .config_file import dumps
+
+    return dumps(_resolved_config(options, flags))
+
+
+def _settings(options: dict[str, Any]) -> dict[str, Any]:
+    """What the run folder's config.toml records (every option as resolved)."""
+    return _resolved_config(options, {k: options.get(k) for k in options if k in _FLAG_KEYS})
+
+
+_FLAG_KEYS = {f for f in ModelConfig.__dataclass_fields__ if f != "vocab_size"} | set(TrainConfig.__dataclass_fields__)
 
 
 @contextlib.contextmanager
@@ -623,6 +743,127 @@ def data_list() -> None:
 
     for corpus in CORPORA.values():
         click.echo(f"{corpus.name:<12} {corpus.description}")
+
+
+# ----------------------------------------------------------------------------------------------
+# export
+
+
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path), metavar="RUN")
+@click.option("--format", "fmt", type=click.Choice(["safetensors", "onnx"]), required=True, help="safetensors: the weights (+ config.json); onnx: a graph of one generation step.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder to write into.  [default: exports/<run name>]")
+def export(run: Path, fmt: str, out: Path | None) -> None:
+    """Export RUN (a run folder or .pt file) for other runtimes, with a config.json of the model
+    config and vocabulary; loadable without charrnn (see the README)."""
+    from .checkpoint import load
+    from .export import export as export_model
+
+    ckpt = load(run)
+    out = out or Path("exports") / (run.parent if run.is_file() else run).resolve().name
+    path = export_model(ckpt, out, fmt)
+    click.echo(f"wrote {path} and {path.parent / 'config.json'} (from {ckpt.path})")
+
+
+# ----------------------------------------------------------------------------------------------
+# runs
+
+
+@main.command()
+@click.argument("root", type=click.Path(path_type=Path), default=CHECKPOINT_ROOT, metavar="[DIR]")
+@click.option("--sort", type=click.Choice(["date", "loss", "name"]), default="date", show_default=True, help="date: last saved first; loss: best validation loss first.")
+@click.option("--format", "fmt", type=click.Choice(["table", "jsonl"]), default="table", show_default=True, help="jsonl: one JSON object per run (every field, nats and bits).")
+def runs(root: Path, sort: str, fmt: str) -> None:
+    """List the runs below DIR (default checkpoints/): corpus, model, steps, best loss, time, date."""
+    import json
+
+    from .runs import list_runs
+
+    found = list_runs(root, sort=sort)
+    if fmt == "jsonl":
+        for run in found:
+            click.echo(json.dumps(run.to_dict(), ensure_ascii=False))
+        return
+    if not found:
+        click.echo(f"no runs under {root}/", err=True)
+        return
+    click.echo(f"{'RUN':<24} {'CORPUS':<18} {'MODEL':<14} {'PARAMS':>7} {'STEPS':>7} {'BEST VAL (nats/bits)':>20} "
+               f"{'TIME':>8}  {'DATE':<16}  FROM")
+    for run in found:
+        if run.problem:
+            click.echo(f"{run.name:<24} ({run.problem})")
+            continue
+        model = f"{run.model or '?'} {run.num_layers or '?'}x{run.hidden_size or '?'}"
+        params = f"{run.parameters / 1e6:.2f}M" if run.parameters else "?"
+        loss = "-" if run.best_val_loss is None else f"{run.best_val_loss:.4f} / {run.best_val_bits:.3f}"
+        origin = ", ".join(([f"fine-tuned from {run.fine_tuned_from}"] if run.fine_tuned_from else [])
+                           + (["resumed"] if run.resumed else [])) or "-"
+        date = (run.updated or "?")[:16].replace("T", " ")
+        click.echo(f"{run.name:<24} {run.corpus or '?':<18} {model:<14} {params:>7} {run.steps if run.steps is not None else '?':>7} "
+                   f"{loss:>20} {fmt_time(run.elapsed):>8}  {date:<16}  {origin}")
+
+
+# ----------------------------------------------------------------------------------------------
+# cache
+
+
+def _size(num_bytes: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if num_bytes >= scale:
+            return f"{num_bytes / scale:.1f} {unit}"
+    return f"{num_bytes} B"
+
+
+_cache_dir_option = click.option(
+    "--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="The corpus cache.  [default: $CHARRNN_CACHE_DIR, else ~/.cache/charrnn]")
+
+
+@main.group()
+def cache() -> None:
+    """The corpus cache: encoded corpora kept between runs (safe to clear)."""
+
+
+@cache.command("list")
+@_cache_dir_option
+@click.option("--format", "fmt", type=click.Choice(["table", "jsonl"]), default="table", show_default=True, help="jsonl: one JSON object per entry.")
+def cache_list(cache_dir: Path | None, fmt: str) -> None:
+    """List the cache's entries: corpus, size and last use, most recent first."""
+    import json
+
+    from .cache_admin import list_entries
+    from .corpus_cache import default_cache_dir
+
+    entries = list_entries(cache_dir)
+    if fmt == "jsonl":
+        for entry in entries:
+            click.echo(json.dumps(entry.to_dict(), ensure_ascii=False))
+        return
+    click.echo(f"{cache_dir or default_cache_dir()}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
+               f"{_size(sum(e.size_bytes for e in entries))}", err=True)
+    if entries:
+        click.echo(f"{'NAME':<40} {'SIZE':>9}  {'LAST USE':<16}  CORPUS")
+    for entry in entries:
+        used = entry.to_dict()["last_use"] or "?"
+        click.echo(f"{entry.name:<40} {_size(entry.size_bytes):>9}  {used[:16].replace('T', ' '):<16}  {entry.corpus}")
+
+
+@cache.command("clear")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@_cache_dir_option
+def cache_clear(names: tuple[str, ...], cache_dir: Path | None) -> None:
+    """Remove cache entries (all, or those NAME matches: an entry's name, its corpus part, or its
+    corpus file) that no running run is using; the others are kept and listed with the reason."""
+    from .cache_admin import clear
+
+    result = clear(cache_dir, names)
+    for entry in result.removed:
+        click.echo(f"removed {entry.name} ({_size(entry.size_bytes)}, {entry.corpus})")
+    for entry, why in result.skipped:
+        click.echo(f"kept {entry.name}: {why}")
+    freed = sum(e.size_bytes for e in result.removed)
+    click.echo(f"removed {len(result.removed)} entr{'y' if len(result.removed) == 1 else 'ies'} ({_size(freed)}), "
+               f"kept {len(result.skipped)}", err=True)
 
 
 # ----------------------------------------------------------------------------------------------

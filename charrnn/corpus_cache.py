@@ -30,6 +30,7 @@ import json
 import os
 import re
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -349,26 +350,56 @@ def _code_points_of(text: str) -> np.ndarray:
 # The cache
 
 
+LOCK_FILE = ".lock"  # held (exclusively) while an entry is checked, built or removed
+IN_USE_FILE = ".in-use.db"  # held shared by every run training on the entry; `cache clear` needs it alone
+LAST_USE_FILE = "last-use"  # touched at every load: `charrnn cache list` shows when
+
+
+def _cache_folder_error(folder: Path, exc: OSError) -> CharRNNError:
+    return CharRNNError(f"cannot use the corpus cache folder {folder}: {exc.strerror or exc}; "
+                        f"choose another with --cache-dir or ${CACHE_ENV}")
+
+
 @contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """One builder per cache entry at a time (ranks of one run, or several runs)."""
+def entry_lock(folder: Path, timeout: float = -1) -> Iterator[None]:
+    """One builder (or remover) per cache entry at a time: ranks of one run, several runs, `cache clear`.
+
+    filelock's lock: flock on POSIX, msvcrt on Windows (the hand-written one was a no-op there).
+    `timeout` < 0 waits as long as it takes; a lock not had in time raises filelock.Timeout.
+    """
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(folder / LOCK_FILE, timeout=timeout, is_singleton=False, thread_local=False)
+    for attempt in range(3):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+            break
+        except Timeout:  # (a TimeoutError, so an OSError: let it through as itself)
+            raise
+        except FileNotFoundError as exc:  # `cache clear` removed the folder under us: make it again
+            if attempt == 2:
+                raise _cache_folder_error(folder, exc) from None
+        except OSError as exc:
+            raise _cache_folder_error(folder, exc) from None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle = open(folder / ".lock", "a+b")
-    except OSError as exc:
-        raise CharRNNError(f"cannot use the corpus cache folder {folder}: {exc.strerror or exc}; "
-                           f"choose another with --cache-dir or ${CACHE_ENV}") from None
-    with handle:
-        try:
-            import fcntl
-        except ImportError:  # no advisory locks here: atomic renames still keep the cache whole
-            yield
-            return
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield
+    finally:
+        lock.release()
+
+
+def in_use_lock(folder: Path) -> Any:
+    """The entry's reader/writer lock: runs hold it shared for as long as they train on the entry's
+    id file; `cache clear` takes it exclusively (without waiting) before removing anything."""
+    from filelock import ReadWriteLock
+
+    return ReadWriteLock(folder / IN_USE_FILE, is_singleton=False, blocking=False)
+
+
+def _close_quietly(lock: Any) -> None:
+    """Release and close a lock; one already gone (its folder removed, the process ending) is fine."""
+    with contextlib.suppress(Exception):
+        lock.close()
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -415,6 +446,7 @@ class CorpusFiles:
         self.log = log or (lambda event: None)
         self.last_status: str | None = None  # "reused", "rehashed" or "built": what the last load did
         self._stats: dict[str, Any] | None = None
+        self._in_use: Any = None  # the entry's in-use lock, held shared from the first load until release()
 
     @classmethod
     def from_paths(cls, paths: Sequence[str | os.PathLike], **options: Any) -> CorpusFiles:
@@ -493,12 +525,37 @@ class CorpusFiles:
     def stats(self) -> dict[str, Any]:
         """Characters per file, vocabulary and content hash (from the cache when it is current)."""
         if self._stats is None:
-            with _locked(self.entry):
+            with entry_lock(self.entry):
                 self._stats = self._current_stats()
         return self._stats
 
     def chars(self) -> str:
         return "".join(self.stats()["vocab"])
+
+    # ----- in use --------------------------------------------------------------------------------
+    def _hold_in_use(self, entry: Path) -> None:
+        """Mark the entry as used by this process (shared with other runs) until `release()`, so that
+        `charrnn cache clear` leaves it alone; taken under the entry lock, as clear's check is."""
+        with contextlib.suppress(OSError):
+            (entry / LAST_USE_FILE).touch()
+        if self._in_use is not None:
+            return
+        try:
+            lock = in_use_lock(entry)
+            lock.acquire_read(timeout=10, blocking=True)
+        except Exception as exc:  # a file system SQLite cannot lock on: train anyway, say what is lost
+            self.log({"event": "warning", "message": f"cannot mark the corpus cache entry {entry} as in use "
+                      f"({exc}); `charrnn cache clear` could remove it while this run trains"})
+            return
+        self._in_use = lock
+        self._in_use_finalizer = weakref.finalize(self, _close_quietly, lock)  # on garbage collection or exit
+
+    def release(self) -> None:
+        """Let `charrnn cache clear` remove this corpus's entry again (also on garbage collection or exit)."""
+        lock, self._in_use = self._in_use, None
+        if lock is not None:
+            self._in_use_finalizer.detach()
+            _close_quietly(lock)
 
     # ----- pass 2: the id file -------------------------------------------------------------------
     def _layout(self, stats: dict[str, Any], val_frac: float) -> tuple[list[int], int, int]:
@@ -553,11 +610,13 @@ class CorpusFiles:
                                f"choose a cache folder with room with --cache-dir or ${CACHE_ENV}") from None
 
     def load(self, vocab: Vocab | None = None, val_frac: float = 0.1) -> EncodedCorpus:
-        """The memory-mapped train/val ids under `vocab` (default: the corpus's own, sorted)."""
-        if not 0.0 < val_frac < 1.0:
+        """The memory-mapped train/val ids under `vocab` (default: the corpus's own, sorted); val_frac 0
+        trains on everything (validation from elsewhere)."""
+        if not 0.0 <= val_frac < 1.0:
             raise CharRNNError(f"val_frac must be in (0, 1), got {val_frac}")
         entry = self.entry
-        with _locked(entry):
+        with entry_lock(entry):
+            self._hold_in_use(entry)
             stats = self._stats = self._current_stats()
             vocab = vocab or Vocab(stats["vocab"])
             lacking = vocab.unknown("".join(stats["vocab"]))

@@ -105,8 +105,9 @@ def encode(text: str, vocab: Vocab) -> np.ndarray:
 
 
 def split(ids: np.ndarray, val_frac: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """Contiguous split by position: the last `val_frac` of the text is validation (nanoGPT's split)."""
-    if not 0.0 < val_frac < 1.0:
+    """Contiguous split by position: the last `val_frac` of the text is validation (nanoGPT's split).
+    0 trains on everything (validation comes from elsewhere: --val-file)."""
+    if not 0.0 <= val_frac < 1.0:
         raise CharRNNError(f"val_frac must be in (0, 1), got {val_frac}")
     n_train = int(len(ids) * (1.0 - val_frac))
     return ids[:n_train], ids[n_train:]

@@ -118,6 +118,10 @@ def restore(trainer: Trainer, ckpt: checkpoint.Checkpoint) -> None:
     trainer.best_val_loss = meta.get("best_val_loss")
     trainer.best_step = meta.get("best_step")
     trainer.created = meta.get("created", trainer.created)
+    # What a run listing shows about its past (charrnn.runs): kept across resumes.
+    trainer.extra_meta["resumed_at"] = [*(meta.get("resumed_at") or []), trainer.step]
+    if meta.get("init_from") is not None:
+        trainer.extra_meta["init_from"] = meta["init_from"]
     if meta.get("corpus", {}).get("sha256") not in (None, trainer.corpus["sha256"]):
         trainer.log({"event": "warning", "message": "the corpus changed since this run was saved; "
                      "continuing at the same position in the new text"})

@@ -31,6 +31,7 @@ from .model import CharRNN, Hidden, detach_hidden
 from .runtime import autocast, derived_seed, release_free_memory, resolve_precision, seed_everything
 from .train_listeners import TrainListener, default_listeners
 from .training_data import check_fits_in_memory, prepare, val_streams
+from .validation import ValidationFiles
 from .vocab import Vocab
 
 __all__ = ["StepResult", "TrainResult", "Trainer", "evaluate", "fine_tune", "lr_at", "resume", "train",
@@ -98,23 +99,30 @@ class Trainer:
 
     def __init__(self, text: str | CorpusSource, run_dir: str | os.PathLike, model_config: ModelConfig,
                  train_config: TrainConfig, *, vocab: Vocab | None = None, corpus: dict[str, Any] | None = None,
-                 log: Log | None = None, listeners: Sequence[TrainListener] | None = None):
+                 log: Log | None = None, listeners: Sequence[TrainListener] | None = None,
+                 settings: dict[str, Any] | None = None, validation: ValidationFiles | None = None):
         """`text` is a string, or any corpus_cache source (CorpusFiles, EncodedCorpus) for big corpora.
 
-        `listeners` default to what `charrnn train` writes (metrics.jsonl, losses.png, samples).
+        `listeners` default to what `charrnn train` writes (metrics.jsonl, losses.png, samples,
+        config.toml). `settings`: the resolved configuration config.toml records (config_file).
+        `validation`: files to validate on instead of a split (the corpus is then trained on whole).
         """
         self.run_dir = Path(run_dir)
         self.cfg = train_config
         self.dist = Distributed.from_env(train_config.device)  # a torchrun job, or just this process
         self.log: Log = (log or (lambda event: None)) if self.dist.is_main else (lambda event: None)
         if listeners is None:
-            listeners = default_listeners(self.run_dir, fresh=True) if self.dist.is_main else []
+            listeners = default_listeners(self.run_dir, fresh=True, settings=settings) if self.dist.is_main else []
         self.listeners = list(listeners)
         self.device = self.dist.device
         self.precision = resolve_precision(train_config.precision, self.device)
-        data = prepare(text, model_config, train_config, self.dist, vocab=vocab, corpus=corpus)
+        data = prepare(text, model_config, train_config, self.dist, vocab=vocab, corpus=corpus,
+                       validation=validation, log=self.log)
         self.vocab, self.model_config, self.corpus = data.vocab, data.model_config, data.corpus
         self.batcher, self.val = data.batcher, data.val
+        self.extra_meta: dict[str, Any] = {}
+        if validation is not None:
+            self.extra_meta["validation"] = validation.to_meta()  # so that resume validates on the same text
         self.dist.check_same([str(self.run_dir.resolve()), self.corpus.get("sha256"), len(self.vocab)],
                              "run folder or corpus")
 
@@ -138,7 +146,6 @@ class Trainer:
         self.first_loss: float | None = None
         self.last_step: StepResult | None = None
         self.created = run_state.now_iso()
-        self.extra_meta: dict[str, Any] = {}
 
     @property
     def eval_model(self) -> CharRNN:
@@ -339,13 +346,14 @@ class Trainer:
 
 def train(text: str | CorpusSource, run_dir: str | os.PathLike, model_config: ModelConfig | None = None,
           train_config: TrainConfig | None = None, *, corpus: dict[str, Any] | None = None,
-          log: Log | None = None) -> TrainResult:
+          log: Log | None = None, settings: dict[str, Any] | None = None,
+          validation: ValidationFiles | None = None) -> TrainResult:
     """Train a new model on `text` into `run_dir` (created; an existing run there is replaced).
 
     `text` may also be a `CorpusFiles` (files / a directory, memory-mapped) or an `EncodedCorpus`.
     """
     trainer = Trainer(text, run_dir, model_config or ModelConfig(), train_config or TrainConfig(),
-                      corpus=corpus, log=log)
+                      corpus=corpus, log=log, settings=settings, validation=validation)
     return trainer.run()
 
 
@@ -360,15 +368,16 @@ def resume(text: str | CorpusSource, run_dir: str | os.PathLike, *, log: Log | N
         raise CharRNNError(f"the corpus does not match the run's vocabulary (it adds {unknown[:10]}); "
                            "resume needs the same text; use --init-from to fine-tune on a new one")
     cfg = TrainConfig.from_dict({**ckpt.meta["train_config"], **overrides})
-    trainer = Trainer(text, run_dir, ckpt.model_config, cfg, vocab=ckpt.vocab,
-                      corpus=ckpt.meta.get("corpus"), log=log)
+    trainer = Trainer(text, run_dir, ckpt.model_config, cfg, vocab=ckpt.vocab, corpus=ckpt.meta.get("corpus"),
+                      log=log, validation=ValidationFiles.from_meta(ckpt.meta.get("validation")))
     trainer.restore(ckpt)
     return trainer.run()
 
 
 def fine_tune(text: str | CorpusSource, run_dir: str | os.PathLike, init_from: str | os.PathLike,
               train_config: TrainConfig, *, dropout: float | None = None, weight_drop: float | None = None,
-              corpus: dict[str, Any] | None = None, log: Log | None = None) -> TrainResult:
+              corpus: dict[str, Any] | None = None, log: Log | None = None,
+              settings: dict[str, Any] | None = None, validation: ValidationFiles | None = None) -> TrainResult:
     """Start a new run on `text` from the weights of `init_from`.
 
     Characters the new text adds are appended to the vocabulary (old ids keep their meaning) with
@@ -380,7 +389,8 @@ def fine_tune(text: str | CorpusSource, run_dir: str | os.PathLike, init_from: s
     old = source.model_config
     changes = {k: v for k, v in (("dropout", dropout), ("weight_drop", weight_drop)) if v is not None}
     model_config = ModelConfig.from_dict({**old.to_dict(), "vocab_size": len(vocab), **changes})
-    trainer = Trainer(text, run_dir, model_config, train_config, vocab=vocab, corpus=corpus, log=log)
+    trainer = Trainer(text, run_dir, model_config, train_config, vocab=vocab, corpus=corpus, log=log,
+                      settings=settings, validation=validation)
     new_state = trainer.model.state_dict()
     n_old = old.vocab_size
     with torch.no_grad():

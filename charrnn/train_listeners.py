@@ -150,8 +150,34 @@ class Samples(TrainListener):
             event["sample"] = self._sample(trainer)
 
 
-def default_listeners(run_dir: str | os.PathLike, *, fresh: bool) -> list[TrainListener]:
+class RunConfig(TrainListener):
+    """config.toml: what repeats this run (`charrnn train --config RUN/config.toml`). A resumed run
+    keeps the file its first session wrote."""
+
+    def __init__(self, settings: dict[str, Any] | None = None):
+        self.settings = settings  # the resolved configuration (CLI); None: made from the trainer's configs
+
+    def on_start(self, trainer: Trainer) -> None:
+        from . import config_file
+
+        if trainer.step and (trainer.run_dir / config_file.CONFIG_FILE).exists():
+            return
+        settings = self.settings
+        if settings is None:  # called from the library: the configs, the corpus if it has a path, and so on
+            path, meta = trainer.corpus.get("path"), trainer.extra_meta
+            data = {"corpus": trainer.corpus.get("inputs", [path])} if path else {}
+            if meta.get("init_from"):
+                data["init_from"] = meta["init_from"]
+            if meta.get("validation"):
+                data.update(val_file=meta["validation"]["files"], val_unknown=meta["validation"]["unknown"])
+            settings = config_file.resolved(trainer.model_config, trainer.cfg, data)
+        config_file.write(trainer.run_dir, settings)
+
+
+def default_listeners(run_dir: str | os.PathLike, *, fresh: bool,
+                      settings: dict[str, Any] | None = None) -> list[TrainListener]:
     """What `charrnn train` writes into a run folder besides the checkpoints."""
     run_dir = Path(run_dir)
     metrics = run_dir / "metrics.jsonl"
-    return [MetricsFile(metrics, fresh=fresh), LossPlot(run_dir / "losses.png", metrics), Samples()]
+    return [RunConfig(settings), MetricsFile(metrics, fresh=fresh), LossPlot(run_dir / "losses.png", metrics),
+            Samples()]

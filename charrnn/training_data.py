@@ -6,8 +6,9 @@ corpus problem (unknown characters, a model too big for memory) is reported befo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ from .data import StreamBatcher, stream_rows
 from .distributed import Distributed
 from .errors import CharRNNError
 from .vocab import Vocab
+
+if TYPE_CHECKING:
+    from .validation import ValidationFiles
 
 
 @dataclass
@@ -33,8 +37,13 @@ class TrainingData:
 
 
 def prepare(text: str | CorpusSource, model_config: ModelConfig, cfg: TrainConfig, dist: Distributed, *,
-            vocab: Vocab | None = None, corpus: dict[str, Any] | None = None) -> TrainingData:
-    """Build the vocabulary (unless given), encode the corpus and lay it out in streams."""
+            vocab: Vocab | None = None, corpus: dict[str, Any] | None = None,
+            validation: ValidationFiles | None = None,
+            log: Callable[[dict[str, Any]], None] | None = None) -> TrainingData:
+    """Build the vocabulary (unless given), encode the corpus and lay it out in streams.
+
+    With `validation` files the whole corpus is trained on and those files are the validation text.
+    """
     source = as_source(text)
     vocab = vocab or Vocab.from_text(source.chars())
     unknown = vocab.unknown(source.chars())
@@ -42,11 +51,12 @@ def prepare(text: str | CorpusSource, model_config: ModelConfig, cfg: TrainConfi
         raise CharRNNError(f"the corpus has characters the vocabulary lacks: {unknown[:10]}")
     if len(vocab) != model_config.vocab_size:
         model_config = ModelConfig.from_dict({**model_config.to_dict(), "vocab_size": len(vocab)})
-    data = source.load(vocab, cfg.val_frac)  # compact ids; memory-mapped for CorpusFiles
+    data = source.load(vocab, 0.0 if validation else cfg.val_frac)  # compact ids; memory-mapped for CorpusFiles
+    val_ids = data.val_ids if validation is None else validation.encode(vocab, log or (lambda event: None))
     # Under torchrun each rank trains its own rows of the global batch (distributed.py).
     batcher = dist.shard(StreamBatcher.from_ids(data.train_ids, cfg.batch_size, cfg.seq_len, cfg.seed))
     return TrainingData(vocab, model_config, {**(corpus or {}), **data.info}, batcher,
-                        val_streams(data.val_ids, cfg.seq_len))
+                        val_streams(val_ids, cfg.seq_len))
 
 
 def val_streams(val_ids: np.ndarray, seq_len: int, max_streams: int = 64) -> np.ndarray:

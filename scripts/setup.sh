@@ -11,5 +11,5 @@ fi
 . .venv/bin/activate
 pip_quiet() { pip install --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
 pip_quiet "${CHARRNN_TORCH_SPEC:-torch==2.13.0}"
-pip_quiet -e ".[test]"
+pip_quiet -e ".[test,export,tensorboard]"  # the optional extras too, so their tests run
 python -c "import torch, charrnn; print(f'charrnn {charrnn.__version__}, torch {torch.__version__}')"

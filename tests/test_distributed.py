@@ -98,7 +98,7 @@ def test_two_processes_train_one_model_into_one_folder(tmp_path):
     assert [p.name for p in runs] == ["corpus"]  # both ranks agreed on one run folder (no --out)
     run = runs[0]
     assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == \
-        ["best.pt", "last.pt", "losses.png", "meta.json", "metrics.jsonl"]
+        ["best.pt", "config.toml", "last.pt", "losses.png", "meta.json", "metrics.jsonl"]
     assert stderr.count("done (SIGTERM)") == 1  # only rank 0 logs
     meta = json.loads((run / "meta.json").read_text(encoding="utf-8"))
     assert meta["train_config"]["time_budget"] == 1800.0 and meta["train_config"]["max_steps"] is None

@@ -2,7 +2,8 @@
 
 Each block runs in a fresh folder holding small stand-ins for the files READMEs name: a short
 play-like `data/shakespeare.txt` and `data/paulgraham.txt`, an `essays/` folder, and a tiny trained
-run at every `checkpoints/NAME` a block reads (a run the block trains itself is left to it). A new
+run at every `checkpoints/NAME` a block reads (a run the block trains itself is left to it), exported
+as safetensors at every `exports/NAME`. A new
 block needs nothing here unless it uses a name it does not define (see `_GIVEN`).
 
 The test checks that the code works, not how long the README's settings take, so it caps the amount
@@ -85,6 +86,11 @@ def world(tmp_path_factory) -> Path:
     return root
 
 
+def _exports_to_provide(code: str) -> list[str]:
+    """exports/NAME folders the block reads (what `charrnn export RUN --format safetensors` writes)."""
+    return sorted(set(re.findall(r"exports/([\w.-]+)", code)))
+
+
 def _runs_to_provide(code: str) -> list[str]:
     """checkpoints/NAME the block reads, leaving out the runs it trains itself."""
     named = set(re.findall(r"checkpoints/([\w.-]+)", code))
@@ -117,6 +123,11 @@ def test_readme_python_block_runs_as_written(line, code, world, tmp_path, monkey
     shutil.copytree(world, cwd, ignore=shutil.ignore_patterns("tiny-run"))
     for name in _runs_to_provide(code):
         shutil.copytree(world / "tiny-run", cwd / "checkpoints" / name)
+    for name in _exports_to_provide(code):
+        from charrnn.checkpoint import load
+        from charrnn.export import export_safetensors
+
+        export_safetensors(load(world / "tiny-run"), cwd / "exports" / name)
     monkeypatch.chdir(cwd)
     namespace: dict = {"__name__": "__readme__"}
     for fragment, given in _GIVEN.items():
