@@ -636,7 +636,7 @@ def explain(text_file: Path | None, checkpoint: Path | None, start: int, length:
         text = recorded_split(ckpt.meta, corpus)[1]
         label = "the run's validation text"
     elif str(text_file) == "-":
-        raw = click.get_binary_stream("stdin").read()
+        raw = sys.stdin.buffer.read()
         try:
             text = raw.decode(encoding)
         except (UnicodeDecodeError, LookupError) as exc:

@@ -27,6 +27,8 @@ def text_slice(text: str, start: int = 0, length: int | None = None) -> str:
     """text[start : start + length], refusing a start past the end and an empty result with one error."""
     if start < 0 or (length is not None and length < 1):
         raise CharRNNError(f"--start must be >= 0 and --length >= 1, got start {start}, length {length}")
+    if not text:
+        raise CharRNNError("the text is empty: nothing to explain")
     if start >= len(text):
         raise CharRNNError(f"--start {start} is past the end of the text ({len(text):,} characters)")
     piece = text[start : None if length is None else start + length]
