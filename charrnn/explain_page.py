@@ -116,7 +116,7 @@ main{display:flex;gap:1em;padding:0 1em}
 #text,.excerpt{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px;white-space:pre-wrap;word-break:break-all;line-height:1.5}
 #text{max-height:70vh;overflow:auto;border:1px solid #ddd;padding:.5em}
 #text span,.excerpt span{cursor:pointer}
-#text span.sel{outline:2px solid #000}
+#text span.sel{outline:2px solid #000}#text span:hover{outline:1px solid #555}
 .excerpt{border:1px solid #eee;padding:.3em;max-height:9em;overflow:auto}
 table{border-collapse:collapse;margin:.4em 0}th,td{border:1px solid #ddd;padding:.2em .45em;vertical-align:top}
 th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
@@ -158,8 +158,8 @@ function el(tag, attrs, ...kids){const e=document.createElement(tag);for(const k
   for(const c of kids)e.append(c);return e;}
 function shown(ch){return ch==="\\n"?"\\u21b5":ch===" "?"\\u2423":ch==="\\t"?"\\u21e5":ch;}
 function red(v){return "rgb(255,"+Math.round(255*(1-v))+","+Math.round(255*(1-v))+")";}
-function signed(v){return v>=0?"rgb(255,"+Math.round(255*(1-v))+","+Math.round(255*(1-v))+")":
-  "rgb("+Math.round(255*(1+v))+","+Math.round(255*(1+v))+",255)";}
+function signed(v){const a=Math.round(255-190*Math.min(1,Math.abs(v)));  // light enough to read the text on
+  return v>=0?"rgb(255,"+a+","+a+")":"rgb("+a+","+a+",255)";}
 const about = document.getElementById("about");
 about.textContent = D.model + " \\u00b7 " + n.toLocaleString() + " characters \\u00b7 mean surprisal " +
   D.meanSurprisal.toFixed(3) + " nats/char" + (D.source.checkpoint ? " \\u00b7 " + D.source.checkpoint : "") +
