@@ -47,7 +47,6 @@ def browser(tmp_path):
 def test_a_100k_character_page_renders_and_hovering_shows_the_top_k(tmp_path, browser):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
-
     from test_explain import play
 
     marker = 'JULIET:\n"</script><b>not bold</b><!-- & {{DATA}}"\n'
