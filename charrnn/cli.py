@@ -229,7 +229,8 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
         corpus["inputs"] = [str(Path(p).resolve()) for p in text_files]
     if resume_run is not None:
         with _process_group():
-            result = training.resume(text, resume_run, log=progress, **train_flags)
+            result = training.resume(text, resume_run, log=_recording(resume_run, progress, main_process),
+                                     **train_flags)
     else:
         architecture = sorted(set(model_flags) - {"dropout", "weight_drop"})
         if init_from is not None and architecture:
@@ -243,11 +244,20 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
             if init_from is not None:
                 result = training.fine_tune(text, run_dir, init_from, train_config,
                                             dropout=model_flags.get("dropout"), weight_drop=model_flags.get("weight_drop"),
-                                            corpus=corpus, log=progress)
+                                            corpus=corpus, log=_recording(run_dir, progress, main_process))
             else:
-                result = training.train(text, run_dir, model_config, train_config, corpus=corpus, log=progress)
+                result = training.train(text, run_dir, model_config, train_config, corpus=corpus,
+                                        log=_recording(run_dir, progress, main_process))
     if main_process:
         _summary(result)
+
+
+def _recording(run_dir: Path, progress: _Progress, main_process: bool) -> Any:
+    """The progress printer, plus (on the main process) the listener that keeps each evaluation's
+    sample in the run folder for the training timeline (charrnn.timeline)."""
+    from .timeline import SampleRecorder
+
+    return SampleRecorder(run_dir, progress) if main_process else progress
 
 
 @contextlib.contextmanager

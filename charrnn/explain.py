@@ -490,5 +490,9 @@ def explain_run(checkpoint: Any, text: str, out_dir: str | os.PathLike, *, ngram
         ngram = NgramModel.fit(checkpoint.vocab.encode(train_text, unknown="skip"), ngram_order, len(checkpoint.vocab))
     result = explain(checkpoint.model, checkpoint.vocab, text, ngram=ngram, **options)
     result.source = {"checkpoint": str(checkpoint.path), **(source or {})}
-    written = write_explanation(result, out_dir, title or f"charrnn explain: {Path(checkpoint.path).parent.name}")
+    from .timeline import timeline
+
+    run_dir = Path(checkpoint.path).parent
+    written = write_explanation(result, out_dir, title or f"charrnn explain: {run_dir.name}",
+                                timeline=timeline(run_dir) or timeline(run_dir, checkpoint.meta))
     return result, written

@@ -83,10 +83,13 @@ def script_json(data: Mapping[str, Any]) -> str:
             .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
-def render_page(result: Explanation, images: Mapping[str, bytes] | None = None, title: str = "charrnn explain") -> str:
-    """The whole page as a string."""
+def render_page(result: Explanation, images: Mapping[str, bytes] | None = None, title: str = "charrnn explain",
+                timeline: list[Any] | None = None, sample_chars: int = 400) -> str:
+    """The whole page as a string; `timeline` (charrnn.timeline entries) adds the training evolution."""
     images = images or {}
     data = page_data(result)
+    data["timeline"] = [{"step": e.step, "val": e.val_loss, "train": e.train_loss, "seconds": e.seconds,
+                         "sample": None if e.sample is None else e.sample[:sample_chars]} for e in timeline or []]
     parts = {
         "TITLE": html.escape(title),
         "FIGURES_GATES": _figure(images, "gates", "Gate saturation: the fraction of steps each gate unit is "
@@ -142,6 +145,7 @@ Excerpts are coloured by the best cell (red +1, blue -1).</p>
 <h2>Gates</h2>{{FIGURES_GATES}}
 <h2>Temperature lens</h2><div id="lens"></div>{{FIGURES_LENS}}
 <div id="ngram"></div>
+<div id="timeline"></div>
 </div><aside id="side"><h2>At this position</h2><div id="info" class="note">hover the text</div></aside></main>
 <script type="application/json" id="data">{{DATA}}</script>
 <script>
@@ -251,6 +255,13 @@ if (D.ngram) { const G = D.ngram, g = document.getElementById("ngram");
   for (let j = 0; j < Math.min(G.modelWins.length, G.ngramWins.length); j++) { const a = G.modelWins[j], b = G.ngramWins[j];
     w.append(el("tr", {}, el("td", {}, posLink(a)), el("td", {class: "num"}, (diff[a] / 1000).toFixed(2)), el("td", {}, posLink(b)), el("td", {class: "num"}, (diff[b] / 1000).toFixed(2)))); }
   g.append(w); }
+// training evolution
+if (D.timeline.length) { const T = document.getElementById("timeline");
+  T.append(el("h2", {}, "Training evolution"), el("p", {class: "note"}, "Each evaluation of the run: its step, losses and the sample drawn there (when the run recorded samples)."));
+  const t = el("table", {}, el("tr", {}, el("th", {}, "step"), el("th", {}, "validation loss"), el("th", {}, "training loss"), el("th", {}, "sample")));
+  for (const e of D.timeline) t.append(el("tr", {}, el("td", {class: "num"}, String(e.step)), el("td", {class: "num"}, e.val === null ? "" : e.val.toFixed(4)),
+    el("td", {class: "num"}, e.train === null ? "" : e.train.toFixed(4)), el("td", {}, el("div", {class: "excerpt"}, e.sample === null ? "(not recorded)" : e.sample))));
+  T.append(t); }
 colour("prob");
 document.body.dataset.ready = "1";
 </script></body></html>
@@ -271,9 +282,11 @@ def finder_csv(result: Explanation) -> str:
     return buf.getvalue()
 
 
-def write_explanation(result: Explanation, out_dir: str | os.PathLike, title: str = "charrnn explain") -> dict[str, Path]:
-    """Write explain.html (self-contained), gates.png/svg, temperature.png/svg and finder.csv into
-    `out_dir`; returns the paths by name. Every file is written through a temporary file and a rename."""
+def write_explanation(result: Explanation, out_dir: str | os.PathLike, title: str = "charrnn explain",
+                      timeline: list[Any] | None = None) -> dict[str, Path]:
+    """Write explain.html (self-contained), gates.png/svg, temperature.png/svg and finder.csv (and,
+    given a run's `timeline`, timeline.md) into `out_dir`; returns the paths by name. Every file is
+    written through a temporary file and a rename."""
     from . import plots
     from .checkpoint import atomic_write
 
@@ -297,10 +310,16 @@ def write_explanation(result: Explanation, out_dir: str | os.PathLike, title: st
                                                         f"(red: the character that came)")
         written.update(temperature_png=png, temperature_svg=svg)
         images["temperature"] = png.read_bytes()
-    page = render_page(result, images, title)
+    page = render_page(result, images, title, timeline)
     atomic_write(out / "explain.html", lambda f: f.write(page), mode="w")
     written["html"] = out / "explain.html"
     csv_text = finder_csv(result)
     atomic_write(out / "finder.csv", lambda f: f.write(csv_text), mode="w")
     written["finder_csv"] = out / "finder.csv"
+    if timeline:
+        from .timeline import timeline_markdown
+
+        markdown = "# Training evolution\n\n" + timeline_markdown(timeline)
+        atomic_write(out / "timeline.md", lambda f: f.write(markdown), mode="w")
+        written["timeline_md"] = out / "timeline.md"
     return written

@@ -267,3 +267,29 @@ def test_cli_explain_unknown_and_empty_texts(trained, tmp_path):
     one_error_line(run_cli(["explain", empty, "-c", run_dir, "--out", tmp_path / "o2"]), "empty")
     one_error_line(run_cli(["explain", "-", "-c", run_dir, "--out", tmp_path / "o2"], input=""), "empty")
     one_error_line(run_cli(["explain", "-", "-c", run_dir, "--out", tmp_path / "o2"], input="€"), "not in the vocabulary")
+
+
+def test_train_records_each_evaluations_sample_and_explain_shows_the_timeline(tmp_path):
+    from charrnn.timeline import timeline, timeline_markdown
+
+    corpus = tmp_path / "play.txt"
+    corpus.write_text(play(count=80), encoding="utf-8")
+    run = tmp_path / "run"
+    trained = run_cli(["train", corpus, "--out", run, "--max-steps", "40", "--eval-interval", "20", "--hidden-size", "16",
+                       "--num-layers", "1", "--embed-dim", "8", "--batch-size", "8", "--seq-len", "32",
+                       "--sample-length", "30", "--precision", "fp32", "--device", "cpu", "-q"])
+    assert trained.exit_code == 0, trained.output
+    entries = timeline(run)
+    assert [e.step for e in entries] == [20, 40]
+    assert all(e.sample and e.val_loss is not None and e.train_loss is not None for e in entries)
+    assert "| 20 |" in timeline_markdown(entries) and "**step 40**" in timeline_markdown(entries)
+    with (run / "samples.jsonl").open("a", encoding="utf-8") as f:
+        f.write('{"step": 40, "samp')  # a torn last line is skipped
+    assert [e.step for e in timeline(run)] == [20, 40]
+    out = tmp_path / "page"
+    shown = run_cli(["explain", "-c", run, "--out", out, "--length", "400"])
+    assert shown.exit_code == 0, shown.output
+    page = (out / "explain.html").read_text(encoding="utf-8")
+    data = json.loads(re.search(r'id="data">(.*?)</script>', page, re.S).group(1))
+    assert [e["step"] for e in data["timeline"]] == [20, 40] and data["timeline"][0]["sample"] == entries[0].sample
+    assert (out / "timeline.md").is_file()
