@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=100_000)
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--chunk", type=int, default=None, help="characters per chunk  [default: the library's]")
     args = parser.parse_args()
     text = corpus(args.chars)
     vocab = Vocab.from_text(text)
@@ -76,24 +77,30 @@ def main() -> None:
           f"torch threads {torch.get_num_threads()}")
     base_mb = peak_mb()
     times = {}
+    peaks = {}
     t = time.perf_counter()
     score_text(model, vocab, text)
     times["forward"] = time.perf_counter() - t
+    peaks["forward"] = peak_mb()
     t = time.perf_counter()
-    for _ in iter_internals(model, ids):
+    chunk = {"chunk": args.chunk} if args.chunk else {}
+    for _ in iter_internals(model, ids, **chunk):
         pass
     times["internals"] = time.perf_counter() - t
+    peaks["internals"] = peak_mb()
     t = time.perf_counter()
-    result = explain(model, vocab, text, cells=["1:c:0"])
+    result = explain(model, vocab, text, cells=["1:c:0"], **chunk)
     times["explain"] = time.perf_counter() - t
+    peaks["explain"] = peak_mb()
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         written = write_explanation(result, tmp)
         times["page"] = time.perf_counter() - t
+        peaks["page"] = peak_mb()
         page_mb = written["html"].stat().st_size / 1e6
     for name, seconds in times.items():
         print(f"  {name:<10} {seconds:7.1f} s  {len(text) / seconds:9,.0f} chars/s  "
-              f"{seconds / times['forward']:5.2f}x the forward pass")
+              f"{seconds / times['forward']:5.2f}x the forward pass   peak RSS by then {peaks[name]:,.0f} MB")
     total = times["explain"] + times["page"]
     print(f"explain + page: {total:.1f} s; peak RSS {peak_mb():,.0f} MB (after loading: {base_mb:,.0f} MB); "
           f"every cell for the whole text as float32 would be {len(text) * cells * 4 / 1e6:,.0f} MB; "

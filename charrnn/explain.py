@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from .errors import CharRNNError
+from .internals import DEFAULT_CHUNK
 from .properties import Property
 
 BINS = 256
@@ -214,13 +215,13 @@ class _Finder:
         shift = n // 2
         self.controls = [np.roll(p.values, shift) for p in self.props]
         self.num_cells = num_cells
-        self.hist_all = np.zeros(num_cells * BINS, dtype=np.int64)
+        self.hist_all = np.zeros(num_cells * BINS, dtype=np.int32)  # counts stay below the 2M-character limit
         self.hist_pos = {}
         self.sums: dict[tuple[int, bool], np.ndarray] = {}
         for i, p in enumerate(self.props):
             for control in (False, True):
                 if p.kind == "binary":
-                    self.hist_pos[(i, control)] = np.zeros(num_cells * BINS, dtype=np.int64)
+                    self.hist_pos[(i, control)] = np.zeros(num_cells * BINS, dtype=np.int32)
                 else:
                     self.sums[(i, control)] = np.zeros((3, num_cells))  # sum y, sum y^2 (first col), sum xy
         self.sum_x = np.zeros(num_cells)
@@ -257,7 +258,7 @@ class _Finder:
 
     def _auc(self, i: int, control: bool) -> np.ndarray:
         pos = self.hist_pos[(i, control)].reshape(self.num_cells, BINS).astype(np.float64)
-        neg = self.hist_all.reshape(self.num_cells, BINS) - pos
+        neg = self.hist_all.reshape(self.num_cells, BINS).astype(np.float64) - pos
         n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
         below = np.cumsum(neg, axis=1) - neg
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -323,7 +324,7 @@ def explain(model: Any, vocab: Any, text: str, *, cells: Iterable[str] = (), pro
             after: Iterable[str] = (".",), patterns: Iterable[str] = (), top_k: int = 5, top_cells: int = 3,
             lens_position: int | None = None, temperatures: Sequence[float] = (0.5, 1.0, 1.5),
             lens_top_k: int | None = 5, lens_top_p: float | None = 0.9, ngram: Any = None, unknown: str = "error",
-            chunk: int = 2048, progress: Callable[[int, int], None] | None = None) -> Explanation:
+            chunk: int = DEFAULT_CHUNK, progress: Callable[[int, int], None] | None = None) -> Explanation:
     """Run `model` over `text` once and compute every view (see the module docstring).
 
     `cells` are "L:K:I" strings the user wants shown; the finder's `top_cells` best per property are

@@ -28,7 +28,7 @@ from .model import CharRNN, Hidden
 GATES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), "rnn": ()}
 GATE_NAMES = {"i": "input", "f": "forget", "g": "candidate", "o": "output", "r": "reset", "z": "update",
               "n": "candidate"}
-DEFAULT_CHUNK = 2048
+DEFAULT_CHUNK = 512  # rows per chunk: the per-chunk arrays stay a few MB for a 2x512 model, and speed is flat above it
 
 
 @dataclass

@@ -82,7 +82,7 @@ def compile_patterns(patterns: Mapping[str, str] | Iterable[str]) -> dict[str, r
     compiled = {}
     for name, pattern in items:
         try:
-            compiled[name] = re.compile(pattern)
+            compiled[name] = re.compile(pattern, re.MULTILINE)  # ^ and $ at every line: properties are line-minded
         except re.error as exc:
             raise CharRNNError(f"property {name!r}: the regular expression {pattern!r} does not compile ({exc})") from None
     return compiled
