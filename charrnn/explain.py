@@ -189,6 +189,7 @@ class Explanation:
     """Everything `charrnn explain` shows, as plain arrays and records."""
 
     text: str
+    chars: list[str]  # the model's vocabulary, in id order (what top_ids index)
     model_type: str
     num_layers: int
     hidden_size: int
@@ -412,7 +413,7 @@ def explain(model: Any, vocab: Any, text: str, *, cells: Iterable[str] = (), pro
     gates = [GateSaturation(k + 1, g, sat[(k, g)][0] / n, sat[(k, g)][1] / n) for k in range(layers) for g in gate_names]
     lens = temperature_lens(lens_logits, lens_at, text, vocab.chars, temperatures, lens_top_k, lens_top_p) \
         if lens_logits is not None else None
-    result = Explanation(text, mtype, layers, hsize, predictions, {str(c): values[i] for i, c in enumerate(shown)},
+    result = Explanation(text, list(vocab.chars), mtype, layers, hsize, predictions, {str(c): values[i] for i, c in enumerate(shown)},
                          [str(c) for c in user], finder_results, gates, lens)
     if ngram is not None:
         result.ngram = compare_with_ngram(text, surprisal, ngram.surprisal(ids), ngram.order)

@@ -33,7 +33,7 @@ def page_data(result: Explanation) -> dict[str, Any]:
     """The JSON the page's script reads: plain lists, numbers and base64 typed arrays."""
     pred = result.predictions
     k = pred.top_ids.shape[1]
-    id_type = np.uint8 if len(result.lens.chars if result.lens else []) <= 255 and pred.top_ids.max() < 255 else np.uint16
+    id_type = np.uint8 if len(result.chars) < 255 else np.uint16  # the largest value marks "no candidate"
     top_ids = np.where(pred.top_ids < 0, np.iinfo(id_type).max, pred.top_ids).astype(id_type)
     cells = list(result.cells)
     finder = []
@@ -47,7 +47,7 @@ def page_data(result: Explanation) -> dict[str, Any]:
         finder.append(row)
     data: dict[str, Any] = {
         "text": result.text,
-        "chars": result.lens.chars if result.lens else [],
+        "chars": result.chars,
         "k": k,
         "idBytes": np.dtype(id_type).itemsize,
         "prob": _b64(np.nan_to_num(pred.prob, nan=-1.0).astype("<f4")),
@@ -284,7 +284,8 @@ def finder_csv(result: Explanation) -> str:
 
 def write_explanation(result: Explanation, out_dir: str | os.PathLike, title: str = "charrnn explain",
                       timeline: list[Any] | None = None) -> dict[str, Path]:
-    """Write explain.html (self-contained), gates.png/svg, temperature.png/svg and finder.csv (and,
+    """Write explain.html (self-contained), gates.png/svg, temperature.png/svg, cells.png/svg (the best
+    cell per property over its excerpt), finder.csv (and,
     given a run's `timeline`, timeline.md) into `out_dir`; returns the paths by name. Every file is
     written through a temporary file and a rename."""
     from . import plots
@@ -301,6 +302,13 @@ def write_explanation(result: Explanation, out_dir: str | os.PathLike, title: st
             out / "gates", subtitle=subtitle)
         written.update(gates_png=png, gates_svg=svg)
         images["gates"] = png.read_bytes()
+    excerpts = [{"title": f"{r.name}: cell {r.best.cell}, {r.statistic} {r.best.score:.3f} (control {r.control:.3f})",
+                 "text": result.text[r.excerpt[0] : r.excerpt[0] + 240],
+                 "values": result.cells[str(r.best.cell)][r.excerpt[0] : r.excerpt[0] + 240]}
+                for r in result.finder if r.best is not None]
+    if excerpts:
+        png, svg = plots.plot_cell_excerpts(excerpts, out / "cells", subtitle=subtitle + "; red +1, blue -1")
+        written.update(cells_png=png, cells_svg=svg)
     if result.lens is not None:
         lens = result.lens
         context = lens.context[-30:].replace("\n", "\u21b5")

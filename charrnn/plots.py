@@ -307,3 +307,48 @@ def plot_temperature_lens(rows: list[tuple[str, list[float]]], chars: list[str],
     axes.flat[0].set_ylabel("probability of the next character", fontsize=8.5)
     fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=11)
     return _save_png_svg(fig, out)
+
+
+def _excerpt_grid(text: str, values: list[float], width: int, max_lines: int) -> list[list[tuple[str, float]]]:
+    """Characters laid out in lines of `width` (a newline shows as ↵ and ends its line)."""
+    lines: list[list[tuple[str, float]]] = [[]]
+    for char, value in zip(text, values, strict=True):
+        if len(lines[-1]) >= width:
+            lines.append([])
+        lines[-1].append(("\u21b5" if char == "\n" else "\u00b7" if char == "\t" else char, value))
+        if char == "\n":
+            lines.append([])
+    return [line for line in lines if line][:max_lines]
+
+
+def plot_cell_excerpts(rows: list[dict[str, Any]], out: str | os.PathLike, *, title: str = "Cells the finder found",
+                       subtitle: str = "", width: int = 80, max_lines: int = 5) -> tuple[Path, Path]:
+    """The blog's neuron pictures: each excerpt's characters on the cell's colour (red +1, blue -1).
+    `rows`: {"title", "text", "values"} with one value in [-1, 1] per character (PNG and SVG)."""
+    import numpy as np
+
+    plt = _pyplot()
+    grids = [_excerpt_grid(r["text"], list(r["values"]), width, max_lines) for r in rows]
+    heights = [max(1, len(g)) + 1.4 for g in grids]
+    fig = plt.figure(figsize=(width * 0.09 + 0.3, 0.19 * sum(heights) + 0.8))
+    top = 1.0 - 0.55 / fig.get_figheight()
+    unit = (top - 0.02) / max(sum(heights), 1)
+    y = top
+    cmap = plt.get_cmap("RdBu_r")
+    for r, grid, h in zip(rows, grids, heights, strict=True):
+        ax = fig.add_axes((0.01, y - h * unit, 0.98, h * unit))
+        y -= h * unit
+        ax.set_xlim(0, width)
+        ax.set_ylim(h - 1.4 + 0.2, -1.2)
+        ax.set_axis_off()
+        ax.text(0, -0.65, r["title"], fontsize=8.5, fontweight="bold", va="center")
+        colours = np.ones((max(1, len(grid)), width, 4))
+        for row, line in enumerate(grid):
+            for col, (_, value) in enumerate(line):
+                colours[row, col] = cmap(0.5 + 0.33 * float(np.clip(value, -1, 1)))  # light ends: the text stays legible
+        ax.imshow(colours, extent=(0, width, len(grid) or 1, 0), aspect="auto", interpolation="nearest")
+        for row, line in enumerate(grid):  # one artist per character, centred on its cell
+            for col, (char, _) in enumerate(line):
+                ax.text(col + 0.5, row + 0.55, char, family="monospace", fontsize=7.5, va="center", ha="center")
+    fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=10, y=0.995)
+    return _save_png_svg(fig, out, dpi=120)

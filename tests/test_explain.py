@@ -205,7 +205,8 @@ def test_cli_explain_writes_a_page_and_figures_for_the_runs_validation_text(trai
                       "speaker=^[A-Z]+:$", "--length", "3000"])
     assert result.exit_code == 0, result.output
     assert "capitals line" in result.stdout and "speaker" in result.stdout
-    for name in ("explain.html", "gates.png", "gates.svg", "temperature.png", "temperature.svg", "finder.csv"):
+    for name in ("explain.html", "gates.png", "gates.svg", "temperature.png", "temperature.svg", "cells.png", "cells.svg",
+                 "finder.csv"):
         assert (out / name).is_file(), name
     assert (out / "gates.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (out / "explain.html").read_text(encoding="utf-8")
