@@ -626,7 +626,7 @@ def explain(text_file: Path | None, checkpoint: Path | None, start: int, length:
 
     TEXT_FILE is a text file, or - for stdin; without it, the run's own validation text (the end
     of its recorded training corpus). Writes explain.html (self-contained), gates.png/svg,
-    temperature.png/svg and finder.csv.
+    temperature.png/svg, cells.png/svg, finder.csv and timeline.md.
     """
     from .checkpoint import load
     from .data import read_text
