@@ -71,14 +71,16 @@ def child_prepare(corpus: str, cache: str, val_frac: float) -> dict:
 
 
 def child_naive(corpus: str, val_frac: float) -> dict:
-    from charrnn.data import batchify, encode, read_text, split
+    import torch
+
+    from charrnn.data import encode, read_text, split, stream_rows
     from charrnn.vocab import Vocab
 
     t0 = time.perf_counter()
     text = read_text(corpus)
     vocab = Vocab.from_text(text)
     train_ids, val_ids = split(encode(text, vocab), val_frac)
-    streams = batchify(train_ids, 32)  # what the trainer used to hold: int64 streams
+    streams = torch.from_numpy(stream_rows(train_ids, 32).astype("int64"))  # what the trainer used to hold: int64 streams
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "peak_rss": _peak_rss(), "chars": len(text), "streams_bytes": streams.numel() * 8}
 

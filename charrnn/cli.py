@@ -9,7 +9,6 @@ import contextlib
 import io
 import os
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import click
 
 from .config import PRESETS, ModelConfig, TrainConfig, parse_duration
 from .errors import CharRNNError
+from .progress import TrainProgress, fmt_time
 from .sweep import SweepConfig
 
 CHECKPOINT_ROOT = "checkpoints"
@@ -27,8 +27,25 @@ _SWEEP_DEFAULTS = SweepConfig()  # the dataclass is the single source of the swe
 STOP_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
 
-class _Group(click.Group):
+class _FullHelpGroup(click.Group):
+    """Lists each command with its whole first sentence, wrapped: click's default cuts it at the
+    terminal's width with "...", which left most descriptions unfinished."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class _Group(_FullHelpGroup):
     """Turns library errors into one line and a non-zero exit instead of a traceback."""
+
+    group_class = _FullHelpGroup  # `charrnn data` and other command groups list their commands in full too
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -57,13 +74,6 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         raise click.BadParameter(str(exc)) from None
 
 
-def _fmt_time(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="charrnn", message="charrnn %(version)s")
 def main() -> None:
@@ -78,63 +88,6 @@ def main() -> None:
 
 # ----------------------------------------------------------------------------------------------
 # train
-
-
-class _Progress:
-    """The live progress line (rewritten in place on a terminal, throttled lines otherwise)."""
-
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self.last_print = 0.0
-        self.val = None
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event["event"]
-        if kind == "warning":
-            click.echo(f"warning: {event['message']}", err=True)
-        elif kind == "stopping":  # the answer to a Ctrl-C, quiet or not: the final evaluation can take a while
-            click.echo(f"{chr(10) if self.tty else ''}{event['signal']} at step {event['step']}: evaluating and saving "
-                       "a resumable checkpoint (Ctrl-C again stops at once and keeps the last save)", err=True)
-        if self.quiet:
-            return
-        if kind == "start":
-            m, t = event["model_config"], event["train_config"]
-            budget = f", time budget {_fmt_time(t['time_budget'])}" if t["time_budget"] else ""
-            steps = f", max {t['max_steps']} steps" if t["max_steps"] else ""
-            resumed = f", resuming at step {event['resumed_at']}" if event["resumed_at"] else ""
-            procs = f" x {event['world_size']} processes" if event.get("world_size", 1) > 1 else ""
-            regularised = "".join(f", {label} {value:g}" for label, value in (
-                ("dropout", m.get("dropout", 0)), ("weight drop", m.get("weight_drop", 0)), ("EMA", t.get("ema", 0)))
-                if value)
-            click.echo(f"{m['num_layers']}x{m['hidden_size']} {m['model'].upper()} "
-                       f"({event['params'] / 1e6:.2f}M params, vocab {event['vocab_size']}{regularised}) on "
-                       f"{event['device']}{procs} ({event['precision']}), batch {t['batch_size']} x seq {t['seq_len']}, "
-                       f"lr {t['lr']:g}{budget}{steps}{resumed} -> {event['run_dir']}", err=True)
-        elif kind == "corpus":  # preparing the memory-mapped id file (corpus_cache)
-            click.echo(event["message"], err=True)
-        elif kind == "step":
-            now = time.monotonic()
-            if not self.tty and now - self.last_print < 10:
-                return
-            self.last_print = now
-            val = f"{event['best_val_loss']:.3f}" if event["best_val_loss"] is not None else "-"
-            filled = int(round(20 * event.get("done_frac", 0.0)))
-            bar = "[" + "#" * filled + "." * (20 - filled) + "] "
-            line = (f"{bar}step {event['step']:>6} | epoch {event['epoch']:.2f} | train {event['train_loss']:.3f} | "
-                    f"best val {val} | {event['chars_per_sec'] / 1000:.1f}k chars/s | "
-                    f"{_fmt_time(event['elapsed'])} elapsed, {_fmt_time(event['time_left'])} left")
-            click.echo(("\r" + line + "\x1b[K") if self.tty else line, err=True, nl=not self.tty)
-        elif kind == "sample":
-            prefix = "\n" if self.tty else ""
-            click.echo(f"{prefix}sample at step {event['step']}:\n  | " + event["sample"].replace("\n", "\n  | "), err=True)
-        elif kind == "eval":
-            mark = " (best, saved)" if event["improved"] else ""
-            prefix = "\n" if self.tty else ""
-            click.echo(f"{prefix}step {event['step']:>6} | val {event['val_loss']:.4f} nats/char "
-                       f"({event['val_bits']:.3f} bits){mark}", err=True)
-            if event.get("sample"):
-                click.echo("  | " + event["sample"].replace("\n", "\n  | "), err=True)
 
 
 def _runs_dir_for(text_file: str) -> Path:
@@ -197,7 +150,8 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
     """Train a model on TEXT and keep its best checkpoint.
 
     TEXT is a UTF-8 text file, several files, a directory (every text file in it, recursively) or a
-    glob; files are joined with --separator and encoded once into a memory-mapped cache. Launched by
+    glob; files are joined with --separator and encoded once into a memory-mapped cache. TEXT '-'
+    reads standard input (at most 256 MiB; a resume needs the same text piped again). Launched by
     torchrun (torchrun --nproc_per_node N -m charrnn train ...) it trains on N processes with DDP.
     """
     from . import train as training
@@ -207,7 +161,7 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
     if ddp and not launched_by_torchrun():
         raise CharRNNError("--ddp needs several processes: launch with torchrun --nproc_per_node N -m charrnn train ...")
     main_process = is_main_process()  # under torchrun only rank 0 prints
-    progress = _Progress(quiet or not main_process)
+    progress = TrainProgress(quiet or not main_process)
     flags = {k: v for k, v in flags.items() if v is not None}
     model_keys = {f for f in ModelConfig.__dataclass_fields__} - {"vocab_size"}
     model_flags = {k: v for k, v in flags.items() if k in model_keys}
@@ -222,15 +176,18 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
             if resume_run.name != "last.pt":
                 raise CharRNNError(f"--resume takes a run folder (the one holding last.pt), not the file {resume_run}")
             resume_run = resume_run.parent
-    text = CorpusFiles.from_paths(text_files, encoding=encoding, separator=parse_separator(separator),
-                                  val_split=val_split, cache_dir=cache_dir, log=progress if main_process else None)
-    corpus: dict[str, Any] = {"path": str(Path(text_files[0]).resolve()), "name": Path(text_files[0]).name}
+    stdin = "-" in text_files
+    if stdin:  # `charrnn train -`: the text of a pipe, held in memory like train(text) in the library
+        text, corpus = _stdin_corpus(text_files, encoding)
+    else:
+        text = CorpusFiles.from_paths(text_files, encoding=encoding, separator=parse_separator(separator),
+                                      val_split=val_split, cache_dir=cache_dir, log=progress if main_process else None)
+        corpus = {"path": str(Path(text_files[0]).resolve()), "name": Path(text_files[0]).name}
     if len(text_files) > 1:
         corpus["inputs"] = [str(Path(p).resolve()) for p in text_files]
     if resume_run is not None:
         with _process_group():
-            result = training.resume(text, resume_run, log=_recording(resume_run, progress, main_process),
-                                     **train_flags)
+            result = training.resume(text, resume_run, log=progress, **train_flags)
     else:
         architecture = sorted(set(model_flags) - {"dropout", "weight_drop"})
         if init_from is not None and architecture:
@@ -238,26 +195,36 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
             raise CharRNNError(f"--init-from keeps the trained model's architecture; drop {names} "
                                "(only --dropout and --weight-drop can change)")
         model_config, train_config = _configs(preset, model_flags, train_flags)
-        run_dir = out or _runs_dir_for(run_name(text_files))
+        run_dir = out or _runs_dir_for("stdin" if stdin else run_name(text_files))
         _refuse_overwrite(run_dir, explicit=out is not None)
         with _process_group():
             if init_from is not None:
                 result = training.fine_tune(text, run_dir, init_from, train_config,
                                             dropout=model_flags.get("dropout"), weight_drop=model_flags.get("weight_drop"),
-                                            corpus=corpus, log=_recording(run_dir, progress, main_process))
+                                            corpus=corpus, log=progress)
             else:
-                result = training.train(text, run_dir, model_config, train_config, corpus=corpus,
-                                        log=_recording(run_dir, progress, main_process))
+                result = training.train(text, run_dir, model_config, train_config, corpus=corpus, log=progress)
     if main_process:
-        _summary(result)
+        _summary(result, stdin=stdin)
 
 
-def _recording(run_dir: Path, progress: _Progress, main_process: bool) -> Any:
-    """The progress printer, plus (on the main process) the listener that keeps each evaluation's
-    sample in the run folder for the training timeline (charrnn.timeline)."""
-    from .timeline import SampleRecorder
+def _stdin_corpus(text_files: tuple[str, ...], encoding: str) -> tuple[str, dict[str, Any]]:
+    """The training text from standard input, recorded as <stdin> (its sha256 is added by the trainer)."""
+    from .data import STDIN_NAME, read_text
+    from .distributed import launched_by_torchrun
 
-    return SampleRecorder(run_dir, progress) if main_process else progress
+    if len(text_files) > 1:
+        raise CharRNNError("- (standard input) is the whole corpus; it cannot be joined with other files")
+    if launched_by_torchrun():
+        raise CharRNNError("under torchrun only one process reads standard input; save the text to a file")
+    _stdin_note("the training text")
+    return read_text("-", encoding=encoding), {"path": STDIN_NAME, "name": STDIN_NAME}
+
+
+def _stdin_note(what: str) -> None:
+    """Reading a terminal waits for typing: say so, so a forgotten pipe does not look like a hang."""
+    if sys.stdin is not None and sys.stdin.isatty():
+        click.echo(f"reading {what} from standard input; end it with Ctrl-D", err=True)
 
 
 @contextlib.contextmanager
@@ -291,17 +258,21 @@ def _refuse_overwrite(run_dir: Path, explicit: bool) -> None:
                            "or choose another --out")
 
 
-def _summary(result: Any) -> None:
+def _summary(result: Any, stdin: bool = False) -> None:
     if result.best_val_loss is None:
         click.echo(f"stopped ({result.stop_reason}) after {result.step} steps without an evaluation", err=True)
         return
     click.echo(f"done ({result.stop_reason}): best val loss {result.best_val_loss:.4f} nats/char "
                f"({result.best_val_bits:.3f} bits/char) at step {result.best_step}, "
-               f"{result.step} steps in {_fmt_time(result.elapsed)}; saved in {result.run_dir}/", err=True)
+               f"{result.step} steps in {fmt_time(result.elapsed)}; saved in {result.run_dir}/", err=True)
     click.echo(f"sample it: charrnn sample -c {result.run_dir} -t 0.5", err=True)
     if result.stop_reason in STOP_EXIT_CODES:
-        click.echo(f"stopped by {result.stop_reason}; continue with: charrnn train TEXT --resume {result.run_dir}",
-                   err=True)
+        if stdin:  # nothing on disk to read again: the same text must come through the pipe again
+            click.echo(f"stopped by {result.stop_reason}; the text came from standard input, so continue by "
+                       f"giving it again: ... | charrnn train - --resume {result.run_dir}", err=True)
+        else:
+            click.echo(f"stopped by {result.stop_reason}; continue with: charrnn train TEXT --resume {result.run_dir}",
+                       err=True)
         click.get_current_context().exit(STOP_EXIT_CODES[result.stop_reason])
 
 
@@ -328,12 +299,12 @@ def _decoding_options(func: Any) -> Any:
         click.option("--greedy", is_flag=True, help="Always take the most likely character (argmax)."),
         click.option("--top-k", type=int, default=None, help="Sample only among the K most likely characters."),
         click.option("--top-p", type=float, default=None, help="Nucleus: sample among the fewest characters holding this much probability (0 < P <= 1)."),
-        click.option("--epsilon", type=float, default=0.0, help="ε-greedy: with this probability take the most likely character, else sample."),
+        click.option("--epsilon", type=float, default=0.0, help="With this probability take the most likely character, else sample: 1 is greedy, 0 plain sampling. The course notes' ε (the chance of the argmax), the reverse of reinforcement learning's ε-greedy (the chance to explore)."),
         click.option("--repetition-penalty", type=float, default=1.0, help="Divide the probability of characters generated in the last --repetition-window by this (>= 1; breaks loops)."),
         click.option("--repetition-window", type=int, default=20, show_default=True, help="How many recent characters the penalty looks back."),
         click.option("--stop", multiple=True, help=r"End right after this string (repeatable; escapes like '\n\n' work)."),
         click.option("--prime", default=None, help="Text to warm the hidden state with."),
-        click.option("--prime-file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Read the prime from this file (several lines are fine)."),
+        click.option("--prime-file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None, help="Read the prime from this file (several lines are fine; '-': standard input)."),
         click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of --prime-file."),
         click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Same seed, same text.  [default: random, printed]"),
         click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True, help="What to do with prime characters the model never saw."),
@@ -537,7 +508,7 @@ def _inspect(checkpoint: Path | None, device: str, prime: str | None, prime_file
 
 
 @main.command()
-@click.argument("text_file", type=click.Path(path_type=Path))
+@click.argument("text_file", type=click.Path(allow_dash=True, path_type=Path))
 @click.option("-c", "--checkpoint", type=click.Path(path_type=Path), default=None, help="Run folder or .pt file.  [default: the most recent run]")
 @click.option("--context", default="", help="Text the model reads first (not scored); without it the file's first character is only context.")
 @click.option("--per-char", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None, help="Write each character's surprisal (TSV: position, char, nats, bits) to this file ('-': stdout).")
@@ -548,9 +519,12 @@ def _inspect(checkpoint: Path | None, device: str, prime: str | None, prime_file
 @click.option("--corpus", type=click.Path(path_type=Path), default=None, help="With --ngram: the training text to fit it on (all of it).  [default: the run's recorded corpus minus its validation split]")
 def score(text_file: Path, checkpoint: Path | None, context: str, per_char: Path | None, unknown: str, encoding: str,
           device: str, ngram_order: int | None, corpus: Path | None) -> None:
-    """How well a model predicts TEXT_FILE: mean loss in nats/char, bits/char and perplexity."""
+    """How well a model predicts TEXT_FILE: mean loss in nats/char, bits/char and perplexity.
+
+    TEXT_FILE '-' reads standard input.
+    """
     from .checkpoint import atomic_write, load
-    from .data import read_text
+    from .data import STDIN_NAME, is_stdin, read_text
     from .runtime import resolve_device
     from .scoring import score_text, surprisal_lines
 
@@ -558,6 +532,8 @@ def score(text_file: Path, checkpoint: Path | None, context: str, per_char: Path
         raise CharRNNError(f"--per-char {per_char}: folder {per_char.parent} does not exist")
     if corpus is not None and ngram_order is None:
         raise CharRNNError("--corpus names the n-gram's training text; it goes with --ngram N")
+    if is_stdin(text_file):
+        _stdin_note("the text to score")
     text = read_text(text_file, encoding=encoding)
     ckpt = load(_checkpoint_dir(checkpoint), resolve_device(device))
     result = score_text(ckpt.model, ckpt.vocab, text, context=context, unknown=unknown, per_char=per_char is not None)
@@ -580,7 +556,7 @@ def score(text_file: Path, checkpoint: Path | None, context: str, per_char: Path
             sys.stdout.flush()
         else:
             atomic_write(per_char, lambda f: f.writelines(surprisal_lines(result)), mode="w")
-    click.echo(f"{text_file}: {result.num_chars:,} characters scored under {ckpt.path}\n"
+    click.echo(f"{STDIN_NAME if is_stdin(text_file) else text_file}: {result.num_chars:,} characters scored under {ckpt.path}\n"
                f"  {result.nats_per_char:.4f} nats/char   {result.bits_per_char:.4f} bits/char   "
                f"perplexity {result.perplexity:.3f}{ngram_line}", err=to_stdout)
 
@@ -678,17 +654,29 @@ def data() -> None:
     """Get named corpora (tiny Shakespeare, Paul Graham essays)."""
 
 
-@data.command("get")
+class _CorpusHelpCommand(click.Command):
+    """`data get --help` lists the corpus names; charrnn.corpora is imported only when help is shown,
+    so `charrnn --help` stays instant."""
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from .corpora import CORPORA
+
+        super().format_help_text(ctx, formatter)
+        with formatter.section("Corpora (NAME)"):
+            formatter.write_dl([(corpus.name, corpus.description) for corpus in CORPORA.values()])
+
+
+@data.command("get", cls=_CorpusHelpCommand)
 @click.argument("name")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True, help="Where to put it.")
 @click.option("--mirror", type=click.Path(file_okay=False, path_type=Path), default=None, help="Copy from this local folder instead of downloading.  [default: $CHARRNN_DATA_MIRROR]")
 @click.option("--url", default=None, help="Download from this address instead of the public one.")
-@click.option("--force", is_flag=True, help="Fetch again even if a verified copy is present.")
+@click.option("--force", is_flag=True, help="Fetch again, replacing the file there (even one that does not match the sha256).")
 def data_get(name: str, data_dir: Path, mirror: Path | None, url: str | None, force: bool) -> None:
     """Fetch corpus NAME into --data-dir, verifying its sha256."""
     from .corpora import get
 
-    path = get(name, data_dir, mirror=mirror, url=url, force=force)
+    path = get(name, data_dir, mirror=mirror, url=url, force=force, log=lambda message: click.echo(message, err=True))
     click.echo(f"{name}: {path} ({path.stat().st_size:,} bytes, sha256 verified)")
 
 
@@ -714,9 +702,9 @@ def data_list() -> None:
 @click.option("--length", type=click.IntRange(1, 1_000_000), default=_SWEEP_DEFAULTS.length, show_default=True, help="Characters per sample.")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=_SWEEP_DEFAULTS.seed, show_default=True, help="First seed; the same at every temperature.")
 @click.option("--prime", default=_SWEEP_DEFAULTS.prime, help="Text to warm the hidden state with, the same at every temperature.  [default: none]")
-@click.option("--corpus", type=click.Path(path_type=Path), default=None, help="Training text to compare samples with.  [default: the path in the checkpoint]")
+@click.option("--corpus", type=click.Path(allow_dash=True, path_type=Path), default=None, help="Training text to compare samples with ('-': standard input).  [default: the path in the checkpoint]")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the training text.")
-@click.option("--check", is_flag=True, help="Exit with status 1 unless the spectrum holds (repetition falls, invention rises, greedy loops, T=2 invents a third of its words).")
+@click.option("--check", is_flag=True, help="Exit with status 1 unless the spectrum holds (repetition falls, invention rises, greedy loops, T=2 invents a third of its words); needs greedy, T=2 and at least 3 temperatures.")
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or mps.")
 def sweep(checkpoint: Path | None, out: Path | None, temperatures: str, greedy: bool, num_samples: int, length: int,
           seed: int, prime: str, corpus: Path | None, encoding: str, check: bool, device: str) -> None:
@@ -727,6 +715,10 @@ def sweep(checkpoint: Path | None, out: Path | None, temperatures: str, greedy: 
     out = out or Path("sweeps") / (run_dir.stem if run_dir.is_file() else run_dir.name)
     config = sweeping.SweepConfig(temperatures=sweeping.parse_temperatures(temperatures), greedy=greedy,
                                   num_samples=num_samples, length=length, seed=seed, prime=prime)
+    if check and sweeping.unmet_check_needs(config):  # said now, not as FAILs after the sampling
+        raise CharRNNError("--check needs " + "; ".join(sweeping.unmet_check_needs(config)))
+    if corpus is not None and str(corpus) == "-":
+        _stdin_note("the training text")
     made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made fails now, not after the sampling
 

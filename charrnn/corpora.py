@@ -281,21 +281,33 @@ def copy_from_mirror(mirror: str | os.PathLike, corpus: Corpus, dest: Path, orig
 
 
 def get(name: str, data_dir: str | os.PathLike = "data", mirror: str | os.PathLike | None = None,
-        url: str | None = None, force: bool = False) -> Path:
+        url: str | None = None, force: bool = False, log: Callable[[str], None] | None = None) -> Path:
     """Put the named corpus at data_dir/<name>.txt and return its path.
 
-    An existing file with the right hash is kept. `mirror` (default: $CHARRNN_DATA_MIRROR) is a
-    folder to copy from instead of downloading; `url` overrides the public location (for a corpus
-    that is built, the location of the source archive).
+    An existing file with the right hash is kept. One with another hash (edited, damaged, another
+    version) is someone's text: it is refused unless `force`, and then replaced, which `log` is told.
+    `mirror` (default: $CHARRNN_DATA_MIRROR) is a folder to copy from instead of downloading; `url`
+    overrides the public location (for a corpus that is built, the location of the source archive).
     """
     if name not in CORPORA:
         raise CharRNNError(f"unknown corpus {name!r}; known: {', '.join(sorted(CORPORA))}")
     corpus = CORPORA[name]
     dest = Path(data_dir) / corpus.filename
-    if dest.is_file() and not force and sha256_file(dest) == corpus.sha256:
+    mismatch = dest.is_file() and sha256_file(dest) != corpus.sha256
+    if dest.is_file() and not force and not mismatch:
         return dest
+    if mismatch and not force:
+        raise CharRNNError(f"{dest} does not match the sha256 of {name} (edited, damaged or another version?); "
+                           "pass --force to replace it")
     if mirror is not None and url is not None:
         raise CharRNNError("give --mirror or --url, not both")
+    path = _fetch(corpus, dest, mirror, url)
+    if mismatch and log is not None:
+        log(f"{dest} did not match its sha256; replaced with a verified copy")
+    return path
+
+
+def _fetch(corpus: Corpus, dest: Path, mirror: str | os.PathLike | None, url: str | None) -> Path:
     origin = ""
     if mirror is None and url is None and os.environ.get(MIRROR_ENV):  # an explicit --url beats the environment
         mirror, origin = os.environ[MIRROR_ENV], f" (from ${MIRROR_ENV})"

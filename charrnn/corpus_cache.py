@@ -70,7 +70,8 @@ def parse_separator(text: str) -> str:
     return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), text)
 
 
-def _sha256_text(text: str) -> str:
+def sha256_text(text: str) -> str:
+    """The content hash recorded for a corpus: sha256 of its UTF-8 (what `CorpusFiles` computes streaming)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -102,7 +103,7 @@ class EncodedCorpus:
         """In memory, as `train(text)` always did: the last `val_frac` of the text is validation."""
         vocab = vocab or Vocab.from_text(text)
         train_ids, val_ids = split(encode(text, vocab), val_frac)
-        return cls(vocab, train_ids, val_ids, {"chars": len(text), "sha256": _sha256_text(text)})
+        return cls(vocab, train_ids, val_ids, {"chars": len(text), "sha256": sha256_text(text)})
 
     @classmethod
     def from_ids(cls, ids: np.ndarray, vocab: Vocab, val_frac: float = 0.1,

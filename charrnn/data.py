@@ -6,8 +6,10 @@ Nothing here knows about models or files other than the corpus being read.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -17,10 +19,24 @@ from .runtime import derived_seed
 from .vocab import Vocab
 
 MAX_STREAM_BYTES = 256 << 20  # what read_text takes from a pipe or a device
+STDIN = "-"  # the path that means standard input, as on most command lines (a file named "-": its full path)
+STDIN_NAME = "<stdin>"  # how a text read from standard input is named in messages and run records
+
+
+def is_stdin(path: str | os.PathLike | None) -> bool:
+    """Whether `path` is "-", standard input."""
+    return path is not None and str(path) == STDIN
 
 
 def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
-    """Read a whole corpus, turning every way it can be unusable into one clear CharRNNError."""
+    """Read a whole corpus, turning every way it can be unusable into one clear CharRNNError.
+
+    "-" reads standard input, bounded like any pipe (at most MAX_STREAM_BYTES)."""
+    if is_stdin(path):
+        stdin = getattr(sys.stdin, "buffer", None)  # None: no standard input at all, or one without bytes
+        if stdin is None:
+            raise CharRNNError(f"{STDIN_NAME}: there is no standard input to read")
+        return _decode(_read_stream(stdin, STDIN_NAME), STDIN_NAME, encoding)
     path = Path(path)
     if not path.exists():
         from .corpora import hint_for_missing
@@ -33,12 +49,26 @@ def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
             raw = path.read_bytes()
         else:  # a pipe or a device has no size to trust (/dev/zero never ends): read a bounded amount
             with open(path, "rb") as f:
-                raw = f.read(MAX_STREAM_BYTES + 1)
+                raw = _read_stream(f, path)
     except OSError as exc:
         raise CharRNNError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if len(raw) > MAX_STREAM_BYTES and not path.is_file():
-        raise CharRNNError(f"{path} is a pipe or a device that gives more than {MAX_STREAM_BYTES >> 20} MiB; "
+    return _decode(raw, path, encoding)
+
+
+def _read_stream(stream: BinaryIO, name: str | os.PathLike) -> bytes:
+    """At most MAX_STREAM_BYTES of a pipe, a device or standard input: none has a size to trust
+    (/dev/zero never ends)."""
+    try:
+        raw = stream.read(MAX_STREAM_BYTES + 1)
+    except OSError as exc:
+        raise CharRNNError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    if len(raw) > MAX_STREAM_BYTES:
+        raise CharRNNError(f"{name} is a pipe or a device that gives more than {MAX_STREAM_BYTES >> 20} MiB; "
                            "save the text to a file first")
+    return raw
+
+
+def _decode(raw: bytes, path: str | os.PathLike, encoding: str) -> str:
     if not raw:
         raise CharRNNError(f"{path} is empty")
     if b"\x00" in raw[:65536] and not encoding.lower().replace("-", "").replace("_", "").startswith(("utf16", "utf32")):
@@ -82,8 +112,8 @@ def split(ids: np.ndarray, val_frac: float = 0.1) -> tuple[np.ndarray, np.ndarra
     return ids[:n_train], ids[n_train:]
 
 
-def batchify(ids: np.ndarray | torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Cut a 1-D id sequence into `batch_size` contiguous streams, one per row.
+def stream_rows(ids: np.ndarray | torch.Tensor, batch_size: int) -> np.ndarray:
+    """Cut a 1-D id sequence into `batch_size` contiguous streams, one per row: a (B, L) view.
 
     For the text "abcdefghijklmnopqrstuvwx" and batch_size 4:
 
@@ -92,17 +122,7 @@ def batchify(ids: np.ndarray | torch.Tensor, batch_size: int) -> torch.Tensor:
         row 2: m n o p q r       of the same row, and the hidden state left
         row 3: s t u v w x       by window k is the right state to start k+1.
 
-    The tail that does not fill a whole column is dropped.
-    """
-    ids = torch.as_tensor(np.asarray(ids).astype(np.int64, copy=False))
-    length = ids.numel() // batch_size
-    if length == 0:
-        raise CharRNNError(f"{ids.numel()} characters cannot fill {batch_size} streams")
-    return ids[: length * batch_size].view(batch_size, length)
-
-
-def stream_rows(ids: np.ndarray | torch.Tensor, batch_size: int) -> np.ndarray:
-    """`batchify` without the int64 copy: a (B, L) view of the compact ids.
+    The tail that does not fill a whole column is dropped. No int64 copy is made:
 
     A memory-mapped corpus stays memory-mapped, so a multi-gigabyte id file costs no more memory
     than the pages training touches; windows are widened to int64 one at a time (`to_long`).

@@ -80,10 +80,3 @@ def detach_hidden(hidden: Hidden) -> Hidden:
     if isinstance(hidden, tuple):
         return tuple(h.detach() for h in hidden)  # type: ignore[return-value]
     return hidden.detach()
-
-
-def select_hidden(hidden: Hidden, rows: torch.Tensor | slice) -> Hidden:
-    """The state of some batch rows (batch is dim 1)."""
-    if isinstance(hidden, tuple):
-        return tuple(h[:, rows] for h in hidden)  # type: ignore[return-value]
-    return hidden[:, rows]

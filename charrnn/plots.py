@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,13 +143,29 @@ def _save_png_svg(fig: Any, out: str | os.PathLike, dpi: int = 100) -> tuple[Pat
     base = base.with_suffix("") if base.suffix in (".png", ".svg") else base
     written = []
     try:
-        for ext in ("png", "svg"):
-            path = base.with_name(f"{base.name}.{ext}")
-            _atomic_savefig(fig, path, ext, dpi=dpi, metadata={"Date": None} if ext == "svg" else None)
-            written.append(path)
+        with missing_glyphs_drawn_as_boxes():
+            for ext in ("png", "svg"):
+                path = base.with_name(f"{base.name}.{ext}")
+                _atomic_savefig(fig, path, ext, dpi=dpi, metadata={"Date": None} if ext == "svg" else None)
+                written.append(path)
     finally:
         plt.close(fig)
     return written[0], written[1]
+
+
+# Text a model or a user wrote (samples, corpus and run names, paths) is drawn as it is: matplotlib would
+# otherwise read "$...$" as mathtext, and a lone "$" or a "\\" as a mathtext error that ends the figure.
+LITERAL: dict[str, Any] = {"parse_math": False}
+
+
+@contextlib.contextmanager
+def missing_glyphs_drawn_as_boxes() -> Iterator[None]:
+    """Characters the font lacks (CJK, emoji, control characters in a sample) are drawn as empty boxes;
+    matplotlib says so with a UserWarning per glyph, which is noise on a terminal and an error under
+    `-W error`. Only that warning is silenced, and only while drawing."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
+        yield
 
 
 def _sweep_axis(ax: Any, summary: list[dict[str, Any]], key: str, *, color: str = "tab:blue",
@@ -190,8 +209,12 @@ def plot_sweep(summary: list[dict[str, Any]], out: str | os.PathLike, *, metrics
                plt.Line2D([], [], color="tab:blue", mec="black", mew=0.6, marker="*", ls="", ms=11,
                           label="greedy (argmax), at T=0")]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
-    fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=11)
+    fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=11, **LITERAL)
     return _save_png_svg(fig, out)
+
+
+EXCERPT_COLUMNS = 90  # characters per line of a sample excerpt in the spectrum figure
+EXCERPT_LINES = 8  # its last lines shown
 
 
 def _wrap_excerpt(text: str, width: int, max_lines: int) -> str:
@@ -205,30 +228,40 @@ def _wrap_excerpt(text: str, width: int, max_lines: int) -> str:
 
 
 def plot_spectrum(summary: list[dict[str, Any]], excerpts: dict[str, str], out: str | os.PathLike, *,
-                  title: str = "From repetitive to chaotic", subtitle: str = "") -> tuple[Path, Path]:
-    """The spectrum: repetition and invention against temperature beside sample excerpts (PNG and SVG)."""
+                  title: str = "Samples across temperatures", subtitle: str = "") -> tuple[Path, Path]:
+    """The spectrum: repetition and invention against temperature beside sample excerpts (PNG and SVG).
+
+    Every text is drawn literally (see `LITERAL`). The panel titles name what is plotted and claim no
+    trend, so they stay true whatever a model does (a weak model copies more at T=0.4 than at 0.1).
+    """
     plt = _pyplot()
-    fig = plt.figure(figsize=(13, 7.2), constrained_layout=True)
+    wrapped = {setting: _wrap_excerpt(text, EXCERPT_COLUMNS, EXCERPT_LINES) for setting, text in excerpts.items()}
+    # The excerpt column is as wide as EXCERPT_COLUMNS monospace characters, and each excerpt's row as
+    # tall as its lines (plus its heading): evenly sized rows and a wider column left a quarter of the
+    # figure empty. A row's height in text lines: the excerpt's lines, and about 3 for heading and box.
+    rows = [text.count("\n") + 1 + 3 for text in wrapped.values()] or [1]
+    height = min(max(6.4, 0.75 + 0.135 * sum(rows)), 10.0)
+    fig = plt.figure(figsize=(12.2, height), constrained_layout=True)
     # The two plots and the excerpts get grids of their own: slicing one shared grid by the number of
     # excerpts leaves no row for the second plot when a sweep has a single setting.
-    grid = fig.add_gridspec(1, 2, width_ratios=[1.0, 1.35])
+    grid = fig.add_gridspec(1, 2, width_ratios=[1.0, 1.28])
     plots_grid = grid[0, 0].subgridspec(2, 1)
-    text_grid = grid[0, 1].subgridspec(max(1, len(excerpts)), 1)
+    text_grid = grid[0, 1].subgridspec(len(rows), 1, height_ratios=rows)
     rep = fig.add_subplot(plots_grid[0, 0])
     inv = fig.add_subplot(plots_grid[1, 0], sharex=rep)
     _sweep_axis(rep, summary, "repeated_ngram_share", color="tab:blue", label="repeated 8-grams", percent=True)
     _sweep_axis(rep, summary, "copied_ngram_share", color="tab:green", label="10-grams copied from training text",
                 percent=True)
-    rep.set_title("Repetition and copying fall as T rises", fontsize=10)
+    rep.set_title("Repetition and copying against temperature", fontsize=10)
     rep.set_ylabel("share of the sample's n-grams (%)", fontsize=8.5)
     rep.legend(fontsize=7.5, loc="upper right")
     _sweep_axis(inv, summary, "invented_word_share", color="tab:orange", label="invented words", percent=True)
-    inv.set_title("Invented words rise as T rises", fontsize=10)
+    inv.set_title("Invented words against temperature", fontsize=10)
     inv.set_ylabel("words not in the training text (%)", fontsize=8.5)
     inv.set_xlabel("softmax temperature T (greedy plotted at T=0)", fontsize=8.5)
     inv.legend(fontsize=7.5, loc="upper left")
     by_setting = {r["setting"]: r for r in summary}
-    for i, (setting, text) in enumerate(excerpts.items()):
+    for i, (setting, text) in enumerate(wrapped.items()):
         ax = fig.add_subplot(text_grid[i, 0])
         ax.set_axis_off()
         row = by_setting.get(setting)
@@ -238,11 +271,11 @@ def plot_spectrum(summary: list[dict[str, Any]], excerpts: dict[str, str], out: 
             loop = row["loop_periods"][0] if row["loop_periods"] else 0
             facts = (f"   invented {m['invented_word_share']['mean']:.0%}, repeated 8-grams "
                      f"{m['repeated_ngram_share']['mean']:.0%}" + (f", loops with period {loop}" if loop else ""))
-        ax.set_title(f"{setting}{facts}", loc="left", fontsize=9, fontweight="bold")
-        ax.text(0.0, 1.0, _wrap_excerpt(text, 90, 8), family="monospace", fontsize=7.6, va="top", ha="left",
-                transform=ax.transAxes,
+        ax.set_title(f"{setting}{facts}", loc="left", fontsize=9, fontweight="bold", **LITERAL)
+        ax.text(0.0, 1.0, text, family="monospace", fontsize=7.6, va="top", ha="left", transform=ax.transAxes,
+                **LITERAL,
                 bbox={"boxstyle": "round,pad=0.5", "facecolor": "#f6f6f2", "edgecolor": "#cccccc"})
-    fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=11)
+    fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=11, **LITERAL)
     return _save_png_svg(fig, out)
 
 

@@ -62,6 +62,7 @@ METRIC_KEYS = tuple(m.key for m in METRICS)
 # sample.MAX_KEPT, the most characters a batch of samples holds (sample.py imports torch; this must not,
 # since the CLI builds a SweepConfig for its --help defaults).
 MAX_SAMPLED = 100_000_000
+MIN_TREND_TEMPERATURES = 3  # a rank correlation of fewer points shows no trend (two always rank +-1)
 
 
 @dataclass(frozen=True)
@@ -245,10 +246,17 @@ def check_spectrum(summary: Sequence[dict[str, Any]], rhos: dict[str, float], *,
     greedy ends in a loop, and the high temperature invents at least a third of its words."""
     checks = []
     rep, inv = rhos.get("repeated_ngram_share", math.nan), rhos.get("invented_word_share", math.nan)
-    checks.append(Check("repetition falls with temperature", f"Spearman rho <= -{min_rho:g}", _finite(rep),
-                        math.isfinite(rep) and rep <= -min_rho, f"rho = {rep:+.3f} (repeated {metrics.REPEAT_N}-gram share)"))
-    checks.append(Check("invention rises with temperature", f"Spearman rho >= {min_rho:g}", _finite(inv),
-                        math.isfinite(inv) and inv >= min_rho, f"rho = {inv:+.3f} (invented-word share)"))
+    sampled = sum(1 for row in summary if not row["greedy"])
+    if sampled < MIN_TREND_TEMPERATURES:  # two points always rank +-1 (or tie): no trend can be shown
+        detail = _too_few_temperatures(sampled)
+        checks.append(Check("repetition falls with temperature", f"Spearman rho <= -{min_rho:g}", None, False, detail))
+        checks.append(Check("invention rises with temperature", f"Spearman rho >= {min_rho:g}", None, False, detail))
+    else:
+        checks.append(Check("repetition falls with temperature", f"Spearman rho <= -{min_rho:g}", _finite(rep),
+                            math.isfinite(rep) and rep <= -min_rho,
+                            f"rho = {rep:+.3f} (repeated {metrics.REPEAT_N}-gram share)"))
+        checks.append(Check("invention rises with temperature", f"Spearman rho >= {min_rho:g}", _finite(inv),
+                            math.isfinite(inv) and inv >= min_rho, f"rho = {inv:+.3f} (invented-word share)"))
     greedy = [row for row in summary if row["greedy"]]
     if greedy:
         periods = [p for p in greedy[0]["loop_periods"] if p]
@@ -268,6 +276,25 @@ def check_spectrum(summary: Sequence[dict[str, Any]], rhos: dict[str, float], *,
         checks.append(Check(name, f"invented-word share >= {min_invented:.3f}", None, False,
                             f"T={high_temperature:g} was not sampled"))
     return checks
+
+
+def _too_few_temperatures(sampled: int) -> str:
+    return (f"needs at least {MIN_TREND_TEMPERATURES} temperatures to show a trend, "
+            f"got {sampled}")
+
+
+def unmet_check_needs(config: SweepConfig, *, high_temperature: float = 2.0) -> list[str]:
+    """What `check_spectrum` needs that `config` does not sample (empty when every check can pass):
+    a front end refuses --check with these before sampling instead of reporting FAILs after it."""
+    needs = []
+    if len(config.temperatures) < MIN_TREND_TEMPERATURES:
+        needs.append(f"at least {MIN_TREND_TEMPERATURES} temperatures (got {len(config.temperatures)}) "
+                     "to show repetition falling and invention rising")
+    if not config.greedy:
+        needs.append("greedy decoding (drop --no-greedy) to show it ends in a loop")
+    if not any(math.isclose(t, high_temperature) for t in config.temperatures):
+        needs.append(f"T={high_temperature:g} among the temperatures to show it invents words")
+    return needs
 
 
 def _finite(value: float) -> float | None:
@@ -367,12 +394,17 @@ def _recorded_corpus(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def corpus_path(meta: dict[str, Any], override: str | os.PathLike | None = None) -> Path:
-    """The training text: `override`, else the path recorded in the checkpoint's metadata."""
+    """The training text: `override` ("-" is standard input), else the path recorded in the checkpoint's metadata."""
+    from .data import STDIN_NAME
+
     if override is not None:
         return Path(override)
     recorded = _recorded_corpus(meta)
     if not recorded.get("path"):
         raise CharRNNError("the checkpoint does not record its training text; pass --corpus FILE")
+    if recorded["path"] == STDIN_NAME:
+        raise CharRNNError("the checkpoint was trained on standard input; pass --corpus FILE, or pipe the text "
+                           "again with --corpus -")
     path = Path(recorded["path"])
     if path.is_dir() or len(recorded.get("inputs", [])) > 1:
         raise CharRNNError(f"the checkpoint was trained on several files ({path}); pass --corpus FILE with "
@@ -389,9 +421,9 @@ def sweep(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, config: Swe
 
     `encoding` is that of the training text the samples are compared with."""
     from . import checkpoint as ckpt_io
-    from .data import read_text
+    from .corpus_cache import sha256_text
+    from .data import STDIN_NAME, is_stdin, read_text
     from .runtime import resolve_device
-    from .train import sha256_text
 
     started = time.perf_counter()
     config = config or SweepConfig()
@@ -399,10 +431,11 @@ def sweep(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, config: Swe
     ckpt = ckpt_io.load(checkpoint, resolve_device(device))
     text_path = corpus_path(ckpt.meta, corpus)
     text = read_text(text_path, encoding=encoding)
+    shown = STDIN_NAME if is_stdin(text_path) else str(text_path)
     recorded = _recorded_corpus(ckpt.meta)
     sha = sha256_text(text)
     if corpus is None and recorded.get("sha256") and recorded["sha256"] != sha:
-        progress({"event": "warning", "message": f"{text_path} changed since training (sha256 differs)"})
+        progress({"event": "warning", "message": f"{shown} changed since training (sha256 differs)"})
     mc = ckpt.model.config
     source = {
         "checkpoint": str(ckpt.path),
@@ -411,8 +444,8 @@ def sweep(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, config: Swe
         "best_val_loss": ckpt.meta.get("best_val_loss"),
         "step": ckpt.meta.get("step"),
         "train_seconds": ckpt.meta.get("elapsed"),
-        "corpus": str(text_path),
-        "corpus_name": recorded.get("name") or text_path.name,
+        "corpus": shown,
+        "corpus_name": recorded.get("name") or Path(shown).name,
         "corpus_chars": len(text),
         "corpus_sha256": sha,
         "corpus_matches_training": (recorded.get("sha256") == sha) if recorded.get("sha256") else None,
@@ -488,7 +521,7 @@ def write(result: SweepResult, out_dir: str | os.PathLike) -> dict[str, Path]:
                                                               title=f"Temperature sweep - {title}", subtitle=subtitle)
     excerpts = {name: excerpt(_first_text(result, name)) for name in spectrum_picks(result.summary)}
     files["spectrum_png"], files["spectrum_svg"] = plots.plot_spectrum(
-        result.summary, excerpts, out / "spectrum", title=f"From repetitive to chaotic - {title}", subtitle=subtitle)
+        result.summary, excerpts, out / "spectrum", title=f"Temperature spectrum - {title}", subtitle=subtitle)
     files.update(_write_report(result, out))
     return files
 
@@ -572,9 +605,13 @@ def format_summary(result: SweepResult) -> str:
                         else f"{row['metrics'][key]['mean']:>9.0f}" for key, _ in columns)
         lines.append(f"{row['setting']:<9}{cells}")
     rhos = result.correlations
-    lines.append(f"Spearman rho vs temperature: repetition {rhos['repeated_ngram_share']:+.3f}, "
-                 f"zlib {rhos['compression_ratio']:+.3f}, invented {rhos['invented_word_share']:+.3f}, "
-                 f"copied {rhos['copied_ngram_share']:+.3f}, entropy {rhos['entropy']:+.3f}")
+    sampled = sum(1 for row in result.summary if not row["greedy"])
+    if sampled < MIN_TREND_TEMPERATURES:
+        lines.append(f"Spearman rho vs temperature: {_too_few_temperatures(sampled)}")
+    else:
+        lines.append(f"Spearman rho vs temperature: repetition {rhos['repeated_ngram_share']:+.3f}, "
+                     f"zlib {rhos['compression_ratio']:+.3f}, invented {rhos['invented_word_share']:+.3f}, "
+                     f"copied {rhos['copied_ngram_share']:+.3f}, entropy {rhos['entropy']:+.3f}")
     for c in result.checks:
         lines.append(f"[{'pass' if c.passed else 'FAIL'}] {c.name} ({c.requirement}): {c.detail}")
     return "\n".join(lines)

@@ -2,9 +2,8 @@
 as a timeline (the blog's "iteration 100 ... 2000" view).
 
 The losses come from the run's meta.json history (every run has it). The trainer prints a sample at
-each evaluation but does not keep it, so `SampleRecorder` -- a listener on the training events that
-`charrnn train` attaches -- appends each one to `samples.jsonl` in the run folder; runs trained
-before it existed show their losses without samples.
+each evaluation; `SampleFile`, one of the default training listeners, keeps each in `samples.jsonl`
+in the run folder. Runs trained before it existed show their losses without samples.
 """
 
 from __future__ import annotations
@@ -12,33 +11,60 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .checkpoint import atomic_write
+from .train_listeners import TrainListener
 
 SAMPLES_FILE = "samples.jsonl"
 MAX_SAMPLE_CHARS = 100_000  # what one recorded sample may hold (the trainer's own limit)
 
 
-class SampleRecorder:
-    """Training-event listener: passes every event on to `log`, and appends each sample the trainer
-    draws (at evaluations, or every --sample-interval steps) to <run_dir>/samples.jsonl."""
+class SampleFile(TrainListener):
+    """samples.jsonl: the sample drawn at each evaluation, with its step and validation loss (one JSON
+    line each). Listed after `train_listeners.Samples`, which puts the sample on the evaluation event."""
 
-    def __init__(self, run_dir: str | os.PathLike, log: Callable[[dict[str, Any]], None] | None = None):
-        self.path = Path(run_dir) / SAMPLES_FILE
-        self.log = log
+    def __init__(self, path: str | os.PathLike, *, fresh: bool):
+        self.path = Path(path)
+        self.fresh = fresh  # a new run replaces the samples of any run that was in its folder
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        if self.log is not None:
-            self.log(event)
-        if event.get("event") in ("eval", "sample") and isinstance(event.get("sample"), str):
-            row = {"step": event.get("step"), "val_loss": event.get("val_loss"), "sample": event["sample"]}
-            try:
-                with open(self.path, "a", encoding="utf-8") as f:  # one line per write: a torn tail is skipped on reading
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            except OSError:
-                pass  # the record is a convenience; training must not stop for it
+    def on_resume(self, trainer: Any) -> None:
+        """Drop samples recorded after the checkpoint we resume from, as metrics.jsonl does."""
+        self.fresh = False
+        if self.path.exists():
+            kept = [line for line in _lines(self.path) if _step_of(line) is not None and _step_of(line) <= trainer.step]
+            atomic_write(self.path, lambda f: f.writelines(kept), mode="w")
+
+    def on_start(self, trainer: Any) -> None:
+        if self.fresh and self.path.exists():
+            self.path.unlink()
+        self.fresh = False
+
+    def on_eval(self, trainer: Any, event: dict[str, Any]) -> None:
+        if not isinstance(event.get("sample"), str):
+            return
+        row = {"step": event.get("step"), "val_loss": event.get("val_loss"), "sample": event["sample"]}
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:  # one line per write: a torn tail is skipped on reading
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        except OSError as exc:  # the record is a convenience; training goes on
+            trainer.log({"event": "warning", "message": f"could not record the sample in {self.path}: {exc}"})
+
+
+def _lines(path: Path) -> list[str]:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return [line if line.endswith("\n") else line + "\n" for line in f]
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    step = row.get("step") if isinstance(row, dict) else None
+    return step if isinstance(step, int) else None
 
 
 @dataclass

@@ -1,21 +1,16 @@
-"""Truncated-BPTT training: stateful windows, Adam, clipping, schedules, evaluation, checkpoints.
+"""Truncated-BPTT training: the step, evaluation and checkpoints, and the loop that runs them.
 
-The library never prints: progress goes to an optional `log(event)` callback (dicts), and the
-per-step log goes to `metrics.jsonl` in the run folder.
+The library never prints: progress goes to an optional `log(event)` callback (dicts). What a run
+writes besides its checkpoints (metrics.jsonl, the loss plot, samples) are listeners on the
+trainer's events (train_listeners.py); the data is prepared before the loop (training_data.py) and
+one clock owns progress, time left and the stop decision (clock.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as _dt
-import hashlib
-import json
 import math
 import os
-import signal
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,16 +19,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint
+from . import checkpoint, run_state
+from .averaging import WeightAverage
+from .clock import RunClock, StopSignal, lr_at
 from .config import ModelConfig, TrainConfig
 from .corpus_cache import CorpusSource, as_source
-from .data import StreamBatcher, stream_rows, to_long
+from .data import to_long
 from .distributed import Distributed
 from .errors import CharRNNError
 from .model import CharRNN, Hidden, detach_hidden
-from .plots import LossCurve, plot_losses
 from .runtime import autocast, derived_seed, release_free_memory, resolve_precision, seed_everything
+from .train_listeners import TrainListener, default_listeners
+from .training_data import check_fits_in_memory, prepare, val_streams
 from .vocab import Vocab
+
+__all__ = ["StepResult", "TrainResult", "Trainer", "evaluate", "fine_tune", "lr_at", "resume", "train",
+           "val_streams"]
 
 LOG2E = 1.0 / math.log(2.0)
 EXPLODE_FACTOR = 3.0  # char-rnn's guard: a loss this many times the first one means divergence
@@ -56,18 +57,13 @@ class TrainResult:
         return None if self.best_val_loss is None else self.best_val_loss * LOG2E
 
 
-def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
-    """Linear warm-up, then cosine decay to lr*min_lr_frac as `progress` goes 0 -> 1."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.lr_schedule == "constant":
-        return cfg.lr
-    p = min(max(progress, 0.0), 1.0)
-    return cfg.lr * (cfg.min_lr_frac + (1.0 - cfg.min_lr_frac) * 0.5 * (1.0 + math.cos(math.pi * p)))
+@dataclass
+class StepResult:
+    """One optimisation step: the (global batch's) loss, the learning rate used and the gradient norm."""
 
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    loss: float
+    lr: float
+    grad_norm: float
 
 
 @torch.no_grad()
@@ -97,302 +93,77 @@ def evaluate(model: CharRNN, streams: np.ndarray | torch.Tensor, device: torch.d
     return float(total) / count
 
 
-def val_streams(val_ids: np.ndarray, seq_len: int, max_streams: int = 64) -> np.ndarray:
-    """Validation laid out as contiguous streams (fewer streams = more context per character); a view."""
-    n = len(val_ids)
-    if n < 2:
-        raise CharRNNError("validation split has fewer than 2 characters; use a longer text or a larger --val-frac")
-    streams = max(1, min(max_streams, (n - 1) // max(seq_len, 1)))
-    return stream_rows(val_ids, streams)
-
-
-def _available_memory(device: torch.device) -> int | None:
-    """Bytes free for a new allocation on `device`, or None where we cannot tell."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    if device.type == "cpu":
-        try:
-            with open("/proc/meminfo", encoding="ascii") as f:
-                info = dict(line.split(":", 1) for line in f if ":" in line)
-            return (int(info["MemAvailable"].split()[0]) + int(info.get("SwapFree", "0 kB").split()[0])) * 1024
-        except (OSError, KeyError, ValueError):
-            return None
-    return None
-
-
-def check_fits_in_memory(model_config: ModelConfig, cfg: TrainConfig, device: torch.device) -> None:
-    """Refuse a model that cannot fit before allocating it.
-
-    An absurd --hidden-size would otherwise end in an allocator traceback or, worse, the OOM killer.
-    Counted: fp32 weights, gradients and two Adam moments, plus the logits of one batch and their
-    gradient; a lower bound, so nothing that fits is refused.
-    """
-    params = model_config.num_parameters()
-    need = 16 * params + 8 * cfg.batch_size * cfg.seq_len * model_config.vocab_size
-    available = _available_memory(device)
-    if available is not None and need > available:
-        raise CharRNNError(
-            f"a {params / 1e6:,.0f}M-parameter model with batch {cfg.batch_size} x {cfg.seq_len} needs at least "
-            f"{need / 2**30:,.1f} GiB to train, but {device.type} has {available / 2**30:,.1f} GiB free; "
-            "use a smaller --hidden-size, --num-layers, --embed-dim, --batch-size or --seq-len")
-
-
-class _StopFlag:
-    """Turns SIGINT/SIGTERM into 'stop at the next step boundary' (main thread only)."""
-
-    def __init__(self) -> None:
-        self.signal: str | None = None
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[_StopFlag]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        previous = {}
-
-        def handler(signum: int, frame: Any) -> None:
-            if self.signal is not None and signum == signal.SIGINT:
-                raise KeyboardInterrupt  # a second Ctrl-C means "now"
-            self.signal = signal.Signals(signum).name
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-        try:
-            yield self
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-
-
-class _MetricsLog:
-    """The per-step log, appended as training goes. A failed write (disk full, file too large)
-    stops training with the file named; the checkpoints are untouched and rows after the last
-    one are dropped on resume anyway."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.file = open(path, "a", encoding="utf-8")
-
-    def _failed(self, exc: OSError) -> CharRNNError:
-        return CharRNNError(f"could not write {self.path}: {exc.strerror or exc}; the checkpoints are unchanged, "
-                            "so --resume continues once there is room")
-
-    def write(self, row: dict[str, Any]) -> None:
-        try:
-            self.file.write(json.dumps(row) + "\n")
-        except OSError as exc:
-            raise self._failed(exc) from None
-
-    def flush(self) -> None:
-        try:
-            self.file.flush()
-        except OSError as exc:
-            raise self._failed(exc) from None
-
-    def close(self, quietly: bool = False) -> None:
-        try:
-            self.file.close()
-        except OSError as exc:
-            if not quietly:
-                raise self._failed(exc) from None
-
-
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    if isinstance(state.get("torch"), torch.Tensor):
-        torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and isinstance(state.get("cuda"), torch.Tensor):
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
 class Trainer:
     """One training run in one run folder. `run()` trains until a limit, a signal or early stop."""
 
     def __init__(self, text: str | CorpusSource, run_dir: str | os.PathLike, model_config: ModelConfig,
-                 train_config: TrainConfig, *, vocab: Vocab | None = None,
-                 corpus: dict[str, Any] | None = None, log: Log | None = None):
-        """`text` is a string, or any corpus_cache source (CorpusFiles, EncodedCorpus) for big corpora."""
+                 train_config: TrainConfig, *, vocab: Vocab | None = None, corpus: dict[str, Any] | None = None,
+                 log: Log | None = None, listeners: Sequence[TrainListener] | None = None):
+        """`text` is a string, or any corpus_cache source (CorpusFiles, EncodedCorpus) for big corpora.
+
+        `listeners` default to what `charrnn train` writes (metrics.jsonl, losses.png, samples).
+        """
         self.run_dir = Path(run_dir)
         self.cfg = train_config
         self.dist = Distributed.from_env(train_config.device)  # a torchrun job, or just this process
-        self.log = (log or (lambda event: None)) if self.dist.is_main else (lambda event: None)
+        self.log: Log = (log or (lambda event: None)) if self.dist.is_main else (lambda event: None)
+        if listeners is None:
+            listeners = default_listeners(self.run_dir, fresh=True) if self.dist.is_main else []
+        self.listeners = list(listeners)
         self.device = self.dist.device
         self.precision = resolve_precision(train_config.precision, self.device)
-        source = as_source(text)
-        self.vocab = vocab or Vocab.from_text(source.chars())
-        unknown = self.vocab.unknown(source.chars())
-        if unknown:
-            raise CharRNNError(f"the corpus has characters the vocabulary lacks: {unknown[:10]}")
-        if len(self.vocab) != model_config.vocab_size:
-            model_config = ModelConfig.from_dict({**model_config.to_dict(), "vocab_size": len(self.vocab)})
-        self.model_config = model_config
-        data = source.load(self.vocab, train_config.val_frac)  # compact ids; memory-mapped for CorpusFiles
-        self.corpus = {**(corpus or {}), **data.info}
-        # Under torchrun each rank trains its own rows of the global batch (distributed.py).
-        self.batcher = self.dist.shard(StreamBatcher.from_ids(data.train_ids, train_config.batch_size,
-                                                              train_config.seq_len, train_config.seed))
-        self.val = val_streams(data.val_ids, train_config.seq_len)
+        data = prepare(text, model_config, train_config, self.dist, vocab=vocab, corpus=corpus)
+        self.vocab, self.model_config, self.corpus = data.vocab, data.model_config, data.corpus
+        self.batcher, self.val = data.batcher, data.val
         self.dist.check_same([str(self.run_dir.resolve()), self.corpus.get("sha256"), len(self.vocab)],
                              "run folder or corpus")
 
-        check_fits_in_memory(model_config, train_config, self.device)
+        check_fits_in_memory(self.model_config, train_config, self.device)
         seed_everything(train_config.seed)
-        self.model = CharRNN(model_config).to(self.device)
+        self.model = CharRNN(self.model_config).to(self.device)
         self.train_model = self.dist.wrap(self.model, train_config.seed)  # DDP under torchrun
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train_config.lr,
                                            weight_decay=train_config.weight_decay)
-        self.params = list(self.model.parameters())
-        # The moving average of the weights (--ema): what is evaluated, kept as best and sampled.
-        self.ema: list[torch.Tensor] | None = None
-        self.restart_average()
+        # --ema: the moving average is what is evaluated, kept as best and sampled.
+        self.average = WeightAverage(self.model, train_config.ema) if train_config.ema else None
+        self.clock = RunClock(train_config)
         self.step = 0
         self.epoch = 0
         self.index = 0  # next window within the epoch
         self.hidden: Hidden | None = None
-        self.elapsed = 0.0  # seconds of wall clock spent in this run, over all sessions
         self.history: dict[str, list] = {"step": [], "epoch": [], "time": [], "train_loss": [], "val_loss": [], "lr": []}
         self.best_val_loss: float | None = None
         self.best_step: int | None = None
         self.bad_evals = 0
         self.first_loss: float | None = None
-        self.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self.last_step: StepResult | None = None
+        self.created = run_state.now_iso()
         self.extra_meta: dict[str, Any] = {}
-        self.curve = LossCurve()  # the per-step loss for the plot, bounded however long the run
 
-    def restart_average(self) -> None:
-        """Start the moving average (--ema) from the current weights."""
-        self.ema = [p.detach().clone() for p in self.params] if self.cfg.ema else None
+    @property
+    def eval_model(self) -> CharRNN:
+        """The weights that are evaluated, kept as best.pt and sampled: the average with --ema."""
+        return self.model if self.average is None else self.average.module  # type: ignore[return-value]
 
-    # ----- bookkeeping -------------------------------------------------------------------------
-    def meta(self) -> dict[str, Any]:
-        from . import __version__
-
-        return {
-            "format_version": checkpoint.FORMAT_VERSION,
-            "charrnn_version": __version__,
-            "torch_version": str(torch.__version__),
-            "model_config": self.model_config.to_dict(),
-            "train_config": self.cfg.to_dict(),
-            "vocab": self.vocab.to_list(),
-            "corpus": self.corpus,
-            "precision": self.precision,
-            "device": self.device.type,
-            "step": self.step,
-            "epoch": self.epoch + self.index / self.batcher.windows_per_epoch,
-            "elapsed": self.elapsed,
-            "best_val_loss": self.best_val_loss,
-            "best_step": self.best_step,
-            "history": self.history,
-            "created": self.created,
-            "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            **self.extra_meta,
-        }
-
-    def train_state(self) -> dict[str, Any]:
-        hidden = self.dist.gather_rows(self.hidden)  # all B streams, from every rank
-        if isinstance(hidden, tuple):
-            hidden = [h.detach().cpu() for h in hidden]
-        elif hidden is not None:
-            hidden = [hidden.detach().cpu()]
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "rng": _rng_state(self.device),
-            "step": self.step,
-            "epoch": self.epoch,
-            "index": self.index,
-            "hidden": hidden,
-            "ema": None if self.ema is None else [t.detach().cpu() for t in self.ema],
-            "bad_evals": self.bad_evals,
-            "first_loss": self.first_loss,
-            **self.dist.rank_states(_rng_state(self.device)),
-        }
-
-    def save_last(self) -> None:
-        state = self.train_state()  # under torchrun this gathers from every rank: all ranks call it
-        self.extra_meta.update(self.dist.describe(self.model))
-        if self.dist.is_main:
-            checkpoint.save(self.run_dir / checkpoint.LAST, self.model, self.meta(), state)
-            checkpoint.write_meta(self.run_dir, self.meta())
+    def epoch_float(self) -> float:
+        return self.epoch + self.index / self.batcher.windows_per_epoch
 
     def restore(self, ckpt: checkpoint.Checkpoint) -> None:
-        """Continue a run exactly: weights, optimizer, RNG, data position, carried state, history."""
-        state = ckpt.train_state
-        if state is None:
-            raise CharRNNError(f"{ckpt.path} has no training state to resume from")
-        if ckpt.vocab != self.vocab:
-            raise CharRNNError(f"the corpus's vocabulary ({len(self.vocab)} chars) does not match the "
-                               f"checkpoint's ({len(ckpt.vocab)} chars); resume needs the same text")
-        self.model.load_state_dict(ckpt.model.state_dict())
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise CharRNNError(f"{ckpt.path}: optimizer state does not fit the model ({exc})") from None
-        meta = ckpt.meta
-        self.step = int(state["step"])
-        self.epoch = int(state["epoch"])
-        self.index = int(state["index"])
-        hidden = state.get("hidden")
-        # A different batch size lays the text out differently: then the state starts afresh.
-        if hidden and hidden[0].shape[1] == self.cfg.batch_size:
-            tensors = [self.dist.local_rows(h).to(self.device) for h in hidden]  # this rank's streams
-            self.hidden = tuple(tensors) if self.model_config.model == "lstm" else tensors[0]
-        if self.ema is not None:  # a run that had no average starts it from the current weights
-            saved = state.get("ema")
-            source = saved if saved is not None else self.params
-            with torch.no_grad():
-                for avg, value in zip(self.ema, source, strict=True):
-                    avg.copy_(value)
-        self.bad_evals = int(state.get("bad_evals", 0))
-        self.first_loss = state.get("first_loss")
-        self.elapsed = float(meta.get("elapsed", 0.0))
-        self.history = {k: list(v) for k, v in meta.get("history", self.history).items()}
-        self.best_val_loss = meta.get("best_val_loss")
-        self.best_step = meta.get("best_step")
-        self.created = meta.get("created", self.created)
-        if meta.get("corpus", {}).get("sha256") not in (None, self.corpus["sha256"]):
-            self.log({"event": "warning", "message": "the corpus changed since this run was saved; "
-                      "continuing at the same position in the new text"})
-        _set_rng_state(self.dist.rng_state_for_me(state), self.device)
+        """Continue a run exactly where `ckpt` (a last.pt) left it."""
+        run_state.restore(self, ckpt)
+        for listener in self.listeners:
+            listener.on_resume(self)
+
+    def save_last(self) -> None:
+        state = run_state.train_state(self)  # under torchrun this gathers from every rank: all ranks call it
+        self.extra_meta.update(self.dist.describe(self.model))
         if self.dist.is_main:
-            self._truncate_metrics(self.step)
+            meta = run_state.meta(self)
+            checkpoint.save(self.run_dir / checkpoint.LAST, self.model, meta, state)
+            checkpoint.write_meta(self.run_dir, meta)
 
-    def _truncate_metrics(self, step: int) -> None:
-        """Drop metric rows logged after the checkpoint we resume from (they were lost with it),
-        and rebuild the plot's loss curve from the rows kept, in the same pass."""
-        path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
-            return
-        keep = []
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                    if row.get("step", 0) <= step:
-                        keep.append(line)
-                        self.curve.add(float(row["step"]), float(row["time"]), float(row["loss"]))
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-                    continue  # a line torn by a kill
-        checkpoint.atomic_write(path, lambda f: f.writelines(keep), mode="w")
-
-    # ----- the loop ----------------------------------------------------------------------------
-    def progress(self) -> float:
-        """How far through the lr schedule: by steps, by time, whichever is further."""
-        if self.cfg.decay_steps:
-            return self.step / self.cfg.decay_steps
-        parts = []
-        if self.cfg.max_steps:
-            parts.append(self.step / self.cfg.max_steps)
-        if self.cfg.time_budget:
-            parts.append(self.elapsed / self.cfg.time_budget)
-        return max(parts) if parts else 0.0
-
-    def train_step(self) -> float:
+    # ----- one step ----------------------------------------------------------------------------
+    def train_step(self) -> StepResult:
         cfg = self.cfg
         if self.index >= self.batcher.windows_per_epoch:
             self.epoch += 1
@@ -401,7 +172,7 @@ class Trainer:
         x, y = self.batcher.window(self.epoch, self.index)
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
-        lr = lr_at(cfg, self.step, self.progress())
+        lr = lr_at(cfg, self.step, self.clock.progress(self.step))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with autocast(self.device, self.precision):
@@ -411,18 +182,13 @@ class Trainer:
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
-        if self.ema is not None:
-            # Warm the decay up (as TensorFlow's ExponentialMovingAverage does with num_updates), or
-            # the first thousand steps' average would still be mostly the random initialisation.
-            decay = min(cfg.ema, (1 + self.step) / (10 + self.step))
-            with torch.no_grad():
-                torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1.0 - decay)
+        if self.average is not None:
+            self.average.update(self.model, self.step)
         self.hidden = self._reset_some_rows(detach_hidden(hidden)) if cfg.stateful else None
         self.step += 1
         self.index += 1
-        self._lr = lr
-        self._grad_norm = grad_norm
-        return self.dist.mean(loss.item())  # under torchrun: the whole global batch's loss
+        # Under torchrun: the whole global batch's loss.
+        return StepResult(self.dist.mean(loss.item()), lr, float(grad_norm))
 
     def _reset_some_rows(self, hidden: Hidden) -> Hidden:
         """Restart a random few streams from the zero state.
@@ -458,71 +224,40 @@ class Trainer:
             return f"; the last good checkpoint is kept at {kept}"
         return "; nothing was saved (it diverged before its first evaluation)"
 
-    def _sample_text(self) -> str:
-        from .sample import generate
-
-        try:
-            return generate(self.model, self.vocab, self.cfg.sample_length, temperature=0.8, seed=self.cfg.seed)
-        finally:
-            self.model.train()
-
-    @contextlib.contextmanager
-    def _averaged_weights(self) -> Iterator[None]:
-        """With --ema, the model holds the averaged weights inside this block, its own after."""
-        if self.ema is None:
-            yield
-            return
-        own = [p.detach().clone() for p in self.params]
-        with torch.no_grad():
-            torch._foreach_copy_([p.detach() for p in self.params], self.ema)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                torch._foreach_copy_([p.detach() for p in self.params], own)
-
-    def _evaluate_and_save(self, train_loss: float | None) -> bool:
+    # ----- evaluation --------------------------------------------------------------------------
+    def evaluate_and_save(self, train_loss: float | None) -> bool:
         """Full validation pass; keep the best checkpoint. Returns True if patience ran out."""
-        with self._averaged_weights():  # with --ema, the average is what is scored, kept and sampled
-            val_loss = self.dist.evaluate(evaluate, self.model, self.val, self.device, self.precision)
-            if not math.isfinite(val_loss):  # the last update broke the weights: never save them
-                where = self._kept_checkpoint()
-                raise CharRNNError(f"validation loss became {val_loss} at step {self.step}; try a lower --lr{where}")
-            h = self.history
-            h["step"].append(self.step)
-            h["epoch"].append(round(self.epoch + self.index / self.batcher.windows_per_epoch, 4))
-            h["time"].append(round(self.elapsed, 2))
-            h["train_loss"].append(checkpoint.finite_or_none(train_loss))
-            h["val_loss"].append(checkpoint.finite_or_none(val_loss))
-            h["lr"].append(self._lr if hasattr(self, "_lr") else self.cfg.lr)
-            improved = self.best_val_loss is None or val_loss < self.best_val_loss
-            if improved:
-                self.best_val_loss, self.best_step, self.bad_evals = val_loss, self.step, 0
-                if self.dist.is_main:
-                    checkpoint.save(self.run_dir / checkpoint.BEST, self.model, self.meta())
-            else:
-                self.bad_evals += 1
-            sample = self._sample_text() if self.cfg.sample_length and self.cfg.sample_interval == 0 else None
+        for listener in self.listeners:
+            listener.before_eval(self)
+        val_loss = self.dist.evaluate(evaluate, self.eval_model, self.val, self.device, self.precision)
+        if not math.isfinite(val_loss):  # the last update broke the weights: never save them
+            raise CharRNNError(f"validation loss became {val_loss} at step {self.step}; "
+                               f"try a lower --lr{self._kept_checkpoint()}")
+        h = self.history
+        h["step"].append(self.step)
+        h["epoch"].append(round(self.epoch_float(), 4))
+        h["time"].append(round(self.clock.elapsed, 2))
+        h["train_loss"].append(checkpoint.finite_or_none(train_loss))
+        h["val_loss"].append(checkpoint.finite_or_none(val_loss))
+        h["lr"].append(self.cfg.lr if self.last_step is None else self.last_step.lr)
+        improved = self.best_val_loss is None or val_loss < self.best_val_loss
+        if improved:
+            self.best_val_loss, self.best_step, self.bad_evals = val_loss, self.step, 0
+            if self.dist.is_main:
+                checkpoint.save(self.run_dir / checkpoint.BEST, self.eval_model, run_state.meta(self))
+        else:
+            self.bad_evals += 1
         self.save_last()  # the training weights (the average rides in its training state)
         event = {"event": "eval", "step": self.step, "val_loss": val_loss, "val_bits": val_loss * LOG2E,
                  "train_loss": train_loss, "best_val_loss": self.best_val_loss, "improved": improved}
-        if sample is not None:
-            event["sample"] = sample
+        for listener in self.listeners:
+            listener.on_eval(self, event)
         self.log(event)
-        self._plot()
         release_free_memory()
         return self.cfg.patience is not None and self.bad_evals >= self.cfg.patience
 
-    def _plot(self) -> None:
-        if not self.dist.is_main:
-            return
-        try:
-            plot_losses(self.history, self.run_dir / "losses.png", metrics=self.curve)
-        except Exception as exc:  # a plot must never stop training
-            self.log({"event": "warning", "message": f"could not draw the loss plot: {exc}"})
-
+    # ----- the loop ----------------------------------------------------------------------------
     def run(self) -> TrainResult:
-        cfg = self.cfg
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -530,101 +265,76 @@ class Trainer:
         if self.dist.is_main:  # the one writer; another rank would delete rank 0's writes in flight
             checkpoint.remove_stale_temp_files(self.run_dir)  # half-written files of a killed run
         self.model.train()
-        stop = _StopFlag()
-        start_elapsed = self.elapsed
-        t0 = time.perf_counter()
-        last_eval_cost = 0.0
-        recent: list[float] = []
-        chars_per_step = cfg.batch_size * cfg.seq_len
-        log_t, log_step = time.perf_counter(), self.step
-        reason = "max_steps"
-        metrics = _MetricsLog(self.run_dir / "metrics.jsonl" if self.dist.is_main else Path(os.devnull))
         self.log({"event": "start", "run_dir": str(self.run_dir), "device": str(self.device),
                   "precision": self.precision, "params": sum(p.numel() for p in self.model.parameters()),
-                  "model_config": self.model_config.to_dict(), "train_config": cfg.to_dict(),
+                  "model_config": self.model_config.to_dict(), "train_config": self.cfg.to_dict(),
                   "vocab_size": len(self.vocab), "windows_per_epoch": self.batcher.windows_per_epoch,
                   "resumed_at": self.step, "world_size": self.dist.world_size})
+        failed = True
         try:
-            with stop.installed():
-                while True:
-                    if cfg.max_steps is not None and self.step >= cfg.max_steps:
-                        reason = "max_steps"
-                        break
-                    # Under torchrun all processes agree on the clock (it drives the schedule and the
-                    # budget) and on signals, so every rank decides the same at the same step.
-                    self.elapsed, last_eval_cost, stop.signal = self.dist.agree(self.elapsed, last_eval_cost, stop.signal)
-                    # Stop early enough that the final evaluation still fits in the budget.
-                    if cfg.time_budget is not None and self.elapsed + last_eval_cost >= cfg.time_budget:
-                        reason = "time_budget"
-                        break
-                    if stop.signal:
-                        reason = stop.signal
-                        self.log({"event": "stopping", "signal": stop.signal, "step": self.step})
-                        break
-                    loss = self.train_step()
-                    self.elapsed = start_elapsed + time.perf_counter() - t0
-                    self._check_loss(loss)
-                    recent.append(loss)
-                    metrics.write({"step": self.step, "loss": round(loss, 5), "lr": self._lr,
-                                   "time": round(self.elapsed, 3)})
-                    self.curve.add(self.step, self.elapsed, loss)
-                    if self.step % cfg.log_interval == 0:
-                        now = time.perf_counter()
-                        rate = (self.step - log_step) * chars_per_step / max(now - log_t, 1e-9)
-                        log_t, log_step = now, self.step
-                        self.log({"event": "step", "step": self.step, "epoch": self.epoch + self.index / self.batcher.windows_per_epoch,
-                                  "train_loss": sum(recent[-cfg.log_interval:]) / len(recent[-cfg.log_interval:]),
-                                  "lr": self._lr, "chars_per_sec": rate, "elapsed": self.elapsed,
-                                  "time_left": self._time_left(rate), "best_val_loss": self.best_val_loss,
-                                  "done_frac": self._done_frac(),
-                                  "grad_norm": float(self._grad_norm)})
-                    if cfg.sample_interval and cfg.sample_length and self.step % cfg.sample_interval == 0:
-                        with self._averaged_weights():
-                            self.log({"event": "sample", "step": self.step, "sample": self._sample_text()})
-                    if self.step % cfg.eval_interval == 0:
-                        e0 = time.perf_counter()
-                        metrics.flush()
-                        train_loss = sum(recent) / len(recent)
-                        recent.clear()
-                        patience_out = self._evaluate_and_save(train_loss)
-                        last_eval_cost = time.perf_counter() - e0
-                        self.elapsed = start_elapsed + time.perf_counter() - t0
-                        if patience_out:
-                            reason = "early_stop"
-                            break
-            if not self.history["step"] or self.history["step"][-1] != self.step:
-                metrics.flush()
-                self._evaluate_and_save(sum(recent) / len(recent) if recent else None)
-                self.elapsed = start_elapsed + time.perf_counter() - t0
-                self.save_last()
-        except BaseException:
-            metrics.close(quietly=True)  # the error on its way out says more than a failed last flush
-            raise
-        metrics.close()
-        result = TrainResult(self.run_dir, self.best_val_loss, self.best_step, self.step, self.elapsed,
-                             reason, self.history)
-        self.log({"event": "end", "reason": reason, "step": self.step, "elapsed": self.elapsed,
+            for listener in self.listeners:
+                listener.on_start(self)
+            reason = self._loop()
+            failed = False
+        finally:
+            for listener in self.listeners:
+                listener.on_end(self, failed)
+        self.log({"event": "end", "reason": reason, "step": self.step, "elapsed": self.clock.elapsed,
                   "best_val_loss": self.best_val_loss, "best_step": self.best_step,
                   "best_path": str(self.run_dir / checkpoint.BEST)})
-        return result
+        return TrainResult(self.run_dir, self.best_val_loss, self.best_step, self.step, self.clock.elapsed,
+                           reason, self.history)
 
-    def _done_frac(self) -> float:
-        """How much of the run's limit (steps or clock, whichever comes first) is used."""
-        parts = [0.0]
-        if self.cfg.max_steps:
-            parts.append(self.step / self.cfg.max_steps)
-        if self.cfg.time_budget:
-            parts.append(self.elapsed / self.cfg.time_budget)
-        return min(max(parts), 1.0)
+    def _loop(self) -> str:
+        """Step until a limit, a signal or early stop; end on an evaluated, saved step. Returns why."""
+        cfg, clock, stop = self.cfg, self.clock, StopSignal()
+        clock.cfg = cfg  # the limits may have changed since the trainer was made (resume overrides)
+        clock.start(self.step)
+        recent: list[float] = []  # training losses since the last evaluation
+        with stop.installed():
+            while True:
+                if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                    reason = "max_steps"
+                    break
+                # Under torchrun all processes agree on the clock (it drives the schedule and the
+                # budget) and on signals, so every rank decides the same at the same step.
+                clock.elapsed, clock.eval_cost, stop.name = self.dist.agree(clock.elapsed, clock.eval_cost, stop.name)
+                reason = clock.limit_reached(self.step) or stop.name
+                if reason:
+                    if reason == stop.name:
+                        self.log({"event": "stopping", "signal": stop.name, "step": self.step})
+                    break
+                result = self.last_step = self.train_step()
+                clock.tick()
+                self._check_loss(result.loss)
+                recent.append(result.loss)
+                row = {"step": self.step, "loss": round(result.loss, 5), "lr": result.lr, "time": round(clock.elapsed, 3)}
+                for listener in self.listeners:
+                    listener.on_step(self, row)
+                if self.step % cfg.log_interval == 0:
+                    self._log_progress(result, recent)
+                if self.step % cfg.eval_interval == 0:
+                    with clock.timing_evaluation():
+                        train_loss = sum(recent) / len(recent)
+                        recent.clear()
+                        patience_out = self.evaluate_and_save(train_loss)
+                    if patience_out:
+                        reason = "early_stop"
+                        break
+        if not self.history["step"] or self.history["step"][-1] != self.step:
+            self.evaluate_and_save(sum(recent) / len(recent) if recent else None)
+            clock.tick()
+            self.save_last()
+        return reason
 
-    def _time_left(self, rate: float) -> float | None:
-        left = []
-        if self.cfg.time_budget is not None:
-            left.append(max(self.cfg.time_budget - self.elapsed, 0.0))
-        if self.cfg.max_steps is not None and rate > 0:
-            steps = max(self.cfg.max_steps - self.step, 0)
-            left.append(steps * self.cfg.batch_size * self.cfg.seq_len / rate)
-        return min(left) if left else None
+    def _log_progress(self, result: StepResult, recent: list[float]) -> None:
+        clock, window = self.clock, recent[-self.cfg.log_interval:]
+        rate = clock.chars_per_sec(self.step)
+        self.log({"event": "step", "step": self.step, "epoch": self.epoch_float(),
+                  "train_loss": sum(window) / len(window), "lr": result.lr, "chars_per_sec": rate,
+                  "elapsed": clock.elapsed, "time_left": clock.time_left(self.step, rate),
+                  "best_val_loss": self.best_val_loss, "done_frac": clock.done_frac(self.step),
+                  "grad_norm": result.grad_norm})
 
 
 def train(text: str | CorpusSource, run_dir: str | os.PathLike, model_config: ModelConfig | None = None,
@@ -636,9 +346,6 @@ def train(text: str | CorpusSource, run_dir: str | os.PathLike, model_config: Mo
     """
     trainer = Trainer(text, run_dir, model_config or ModelConfig(), train_config or TrainConfig(),
                       corpus=corpus, log=log)
-    metrics = Path(run_dir) / "metrics.jsonl"
-    if trainer.dist.is_main and metrics.exists():
-        metrics.unlink()
     return trainer.run()
 
 
@@ -678,11 +385,9 @@ def fine_tune(text: str | CorpusSource, run_dir: str | os.PathLike, init_from: s
     n_old = old.vocab_size
     with torch.no_grad():
         _copy_rows(source.model.state_dict(), new_state, n_old)
-    trainer.restart_average()
+    if trainer.average is not None:
+        trainer.average.restart(trainer.model)
     trainer.extra_meta["init_from"] = str(source.path)
-    metrics = Path(run_dir) / "metrics.jsonl"
-    if trainer.dist.is_main and metrics.exists():
-        metrics.unlink()
     return trainer.run()
 
 

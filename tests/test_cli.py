@@ -95,6 +95,33 @@ def test_help_is_instant_and_does_not_import_torch():
     assert result.exit_code == 0 and "train" in result.output and "sample" in result.output
 
 
+def test_top_level_help_gives_each_command_its_whole_first_sentence():
+    result = run(["--help"])
+    assert result.exit_code == 0
+    listed = " ".join(result.output.split("Commands:")[1].split()).replace("- ", "-")  # wrapped at a hyphen
+    assert "..." not in listed, listed  # click cut descriptions at the terminal's width with "..."
+    for name, command in main.commands.items():
+        first = command.get_short_help_str(limit=1_000_000)  # the first sentence, uncut
+        assert first and f"{name} {first}" in listed, (name, first)
+
+
+def test_data_get_help_lists_the_corpus_names_without_making_help_slow():
+    from charrnn import corpora
+
+    result = run(["data", "get", "--help"])
+    assert result.exit_code == 0
+    for name in corpora.CORPORA:
+        assert name in result.output, result.output
+    code = "import sys; from charrnn.cli import main; assert 'charrnn.corpora' not in sys.modules; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_epsilon_help_says_which_convention_it_follows():
+    help_text = " ".join(run(["sample", "--help"]).output.split())
+    assert "1 is greedy" in help_text and "the reverse of reinforcement learning's ε-greedy" in help_text
+
+
 def test_python_dash_m_works():
     out = subprocess.run([sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True,
                          timeout=60, env={**os.environ})

@@ -77,6 +77,52 @@ def test_cli_data_get_from_url_and_from_mirror(server, tmp_path, monkeypatch):
     assert not (tmp_path / "d3" / "shakespeare.txt").exists()
 
 
+def _mirror_corpus(tmp_path, monkeypatch):
+    """`data get shakespeare` served from a local mirror holding BODY."""
+    monkeypatch.setitem(corpora.CORPORA, "shakespeare",
+                        corpora.Corpus("shakespeare", "shakespeare.txt", "tinyshakespeare.txt",
+                                       "http://127.0.0.1:9/unused", SHA, "test"))
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "tinyshakespeare.txt").write_bytes(BODY)
+    monkeypatch.setenv(corpora.MIRROR_ENV, str(mirror))
+    return tmp_path / "data"
+
+
+def test_data_get_refuses_to_replace_a_copy_that_does_not_match_without_force(tmp_path, monkeypatch):
+    from conftest import one_error_line
+
+    data = _mirror_corpus(tmp_path, monkeypatch)
+    data.mkdir()
+    edited = b"my own edit of the play\n"
+    (data / "shakespeare.txt").write_bytes(edited)
+    args = ["data", "get", "shakespeare", "--data-dir", str(data)]
+    one_error_line(CliRunner().invoke(main, args), f"{data / 'shakespeare.txt'} does not match the sha256",
+                   "--force")
+    assert (data / "shakespeare.txt").read_bytes() == edited  # someone's text is never lost silently
+    forced = CliRunner().invoke(main, [*args, "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert f"{data / 'shakespeare.txt'} did not match its sha256; replaced with a verified copy" in forced.stderr
+    assert (data / "shakespeare.txt").read_bytes() == BODY
+    kept = CliRunner().invoke(main, args)  # a verified copy is kept, and nothing is said about replacing
+    assert kept.exit_code == 0 and "replaced" not in kept.output
+
+
+@pytest.mark.xfail(reason="the corpus is written by mkstemp (0600) until the shared atomic-write helper "
+                          "(branch diskio) replaces corpora._copy_verified; drop this mark once merged")
+def test_data_get_writes_the_corpus_with_the_usual_file_mode(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    data = _mirror_corpus(tmp_path, monkeypatch)
+    umask = os.umask(0o022)
+    try:
+        assert CliRunner().invoke(main, ["data", "get", "shakespeare", "--data-dir", str(data)]).exit_code == 0
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((data / "shakespeare.txt").stat().st_mode) == 0o644
+
+
 # ----------------------------------------------------------------------------------------------
 # Paul Graham essays: built from an archive of the source repository, then checked against the sha256
 

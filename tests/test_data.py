@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn.data import StreamBatcher, batchify, encode, id_dtype, read_text, split
+from charrnn.data import StreamBatcher, encode, id_dtype, read_text, split, stream_rows
 from charrnn.errors import CharRNNError
 from charrnn.vocab import Vocab
 
@@ -15,7 +15,7 @@ def test_split_is_contiguous_by_position():
 
 
 def test_batchify_rows_are_contiguous_streams():
-    streams = batchify(np.arange(26), 4)
+    streams = stream_rows(np.arange(26), 4)
     assert streams.shape == (4, 6)
     assert streams[1].tolist() == [6, 7, 8, 9, 10, 11]
 

@@ -4,6 +4,7 @@ diverging losses. Real training processes are killed; what they leave behind mus
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import random
@@ -297,8 +298,8 @@ def test_exploding_loss_names_the_kept_checkpoint(tmp_path, text_file, monkeypat
     real_step = Trainer.train_step
 
     def diverging_step(self):
-        loss = real_step(self)
-        return 1e6 if self.step == 6 else loss
+        result = real_step(self)
+        return dataclasses.replace(result, loss=1e6) if self.step == 6 else result
 
     monkeypatch.setattr(Trainer, "train_step", diverging_step)
     line = error_line(cli(["train", text_file, "--resume", run_dir, "--max-steps", 10]))

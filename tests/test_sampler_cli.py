@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from charrnn import checkpoint
 from charrnn.cli import main
 from charrnn.config import ModelConfig
-from charrnn.data import batchify, encode
+from charrnn.data import encode, stream_rows
 from charrnn.model import CharRNN
 from charrnn.sample import Decoding, beam_search, generate, generate_batch
 from charrnn.train import evaluate
@@ -120,7 +120,7 @@ def test_score_matches_the_trainers_evaluation(run_dir, loaded, tmp_path):
     model, vocab = loaded
     path = tmp_path / "verse.txt"
     path.write_text(TEXT * 3, encoding="utf-8")
-    expected = evaluate(model, batchify(encode(TEXT * 3, vocab), 1), torch.device("cpu"))
+    expected = evaluate(model, stream_rows(encode(TEXT * 3, vocab), 1), torch.device("cpu"))
     result = run("score", path, "-c", run_dir, "--per-char", tmp_path / "surprisal.tsv")
     assert result.exit_code == 0, result.output
     found = re.search(r"([\d.]+) nats/char\s+([\d.]+) bits/char\s+perplexity ([\d.]+)", result.output)

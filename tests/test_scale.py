@@ -235,8 +235,8 @@ def test_ids_you_already_have(tmp_path):
 ])
 def test_streaming_reads_agree_with_read_text_across_block_boundaries(tmp_path, monkeypatch, encoding, raw):
     from charrnn import corpus_cache
+    from charrnn.corpus_cache import sha256_text
     from charrnn.data import read_text
-    from charrnn.train import sha256_text
 
     monkeypatch.setattr(corpus_cache, "BLOCK_BYTES", 5)  # every multi-byte character straddles a block edge
     path = tmp_path / "t.txt"

@@ -11,6 +11,7 @@ import re
 
 import pytest
 from click.testing import CliRunner
+from conftest import one_error_line
 
 from charrnn import metrics, sweep
 from charrnn.cli import main
@@ -168,6 +169,21 @@ def test_checks_fail_when_a_property_is_missing():
     checks = sweep.check_spectrum(summary, sweep.correlations(summary))
     assert [c.passed for c in checks] == [False, False, False, False]
     assert all(math.isnan(v) for v in sweep.correlations(summary).values())
+    # Two temperatures cannot show a trend: the checks say so instead of printing "rho = nan".
+    assert [c.detail for c in checks[:2]] == ["needs at least 3 temperatures to show a trend, got 2"] * 2
+    assert "nan" not in " ".join(c.detail for c in checks)
+
+
+@pytest.mark.parametrize("temperatures, greedy, needs", [
+    ((0.5, 2.0), True, "at least 3 temperatures (got 2)"),
+    ((2.0,), True, "at least 3 temperatures (got 1)"),
+    ((0.5, 1.0, 2.0), False, "greedy decoding (drop --no-greedy)"),
+    ((0.5, 1.0, 1.5), True, "T=2 among the temperatures"),
+])
+def test_what_check_needs_is_named_before_sampling(temperatures, greedy, needs):
+    unmet = sweep.unmet_check_needs(sweep.SweepConfig(temperatures=temperatures, greedy=greedy))
+    assert len(unmet) == 1 and unmet[0].startswith(needs), unmet
+    assert sweep.unmet_check_needs(sweep.SweepConfig(temperatures=(0.5, 1.0, 2.0))) == []
 
 
 def test_a_prime_the_model_cannot_read_is_refused(trained):
@@ -191,11 +207,13 @@ def test_cli_sweep_writes_a_folder_and_checks(trained, tmp_path):
     assert (out / "report.html").is_file() and (out / "spectrum.png").is_file()
     data = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert data["command"].startswith("charrnn sweep -c ") and data["source"]["corpus_name"] == "sentences.txt"
-    # Without T=2 the high-temperature property cannot be shown: --check fails with one line.
+    # With fewer than 3 temperatures and without T=2 the properties cannot be shown: --check is refused
+    # before any sampling, with one line saying why (it printed "rho = nan" and four FAILs).
     failed = run_cli(["sweep", "-c", run_dir, "--out", tmp_path / "o2", "--temperatures", "0.25,1",
                       "--num-samples", "1", "--length", "100", "--check"])
-    assert failed.exit_code == 1
-    assert "Error: the spectrum does not hold" in failed.output and "Traceback" not in failed.output
+    line = one_error_line(failed, "--check needs at least 3 temperatures (got 2)", "T=2")
+    assert "nan" not in failed.output and "FAIL" not in failed.output, line
+    assert not (tmp_path / "o2").exists()
 
 
 def test_cli_sweep_without_its_corpus_says_what_to_do(trained, tmp_path):

@@ -201,3 +201,16 @@ def test_loss_curve_stays_bounded_and_keeps_the_mean(tmp_path):
     out = plot_losses({"step": [250, 500], "time": [25, 50], "val_loss": [2.5, 2.4], "train_loss": [2.6, 2.5]},
                       tmp_path / "losses.png", metrics=read)
     assert out.stat().st_size > 10_000
+
+
+def test_the_training_loop_imports_neither_plotting_nor_sampling():
+    # Metrics, plots and samples are listeners (train_listeners.py) that load what they need when
+    # they first run: a trainer used with listeners=[] never pays for matplotlib or the sampler.
+    import subprocess
+    import sys
+
+    code = ("import sys, charrnn.train; "
+            "print(sorted(m for m in ('charrnn.plots', 'charrnn.sample', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,124 @@
+"""A run's state as it goes into and comes out of its checkpoints: the metadata (plain data) and
+the training state that makes resume exact (optimizer, RNG, data position, carried hidden state,
+weight average, guards)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from . import checkpoint
+from .errors import CharRNNError
+
+if TYPE_CHECKING:
+    from .train import Trainer
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    if isinstance(state.get("torch"), torch.Tensor):
+        torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and isinstance(state.get("cuda"), torch.Tensor):
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def meta(trainer: Trainer) -> dict[str, Any]:
+    """The checkpoint's metadata: everything needed to rebuild, describe and sample the model."""
+    from . import __version__
+
+    return {
+        "format_version": checkpoint.FORMAT_VERSION,
+        "charrnn_version": __version__,
+        "torch_version": str(torch.__version__),
+        "model_config": trainer.model_config.to_dict(),
+        "train_config": trainer.cfg.to_dict(),
+        "vocab": trainer.vocab.to_list(),
+        "corpus": trainer.corpus,
+        "precision": trainer.precision,
+        "device": trainer.device.type,
+        "step": trainer.step,
+        "epoch": trainer.epoch_float(),
+        "elapsed": trainer.clock.elapsed,
+        "best_val_loss": trainer.best_val_loss,
+        "best_step": trainer.best_step,
+        "history": trainer.history,
+        "created": trainer.created,
+        "updated": now_iso(),
+        **trainer.extra_meta,
+    }
+
+
+def train_state(trainer: Trainer) -> dict[str, Any]:
+    """What last.pt adds to the weights so a resume continues bit for bit."""
+    dist = trainer.dist
+    hidden = dist.gather_rows(trainer.hidden)  # all B streams, from every rank
+    if isinstance(hidden, tuple):
+        hidden = [h.detach().cpu() for h in hidden]
+    elif hidden is not None:
+        hidden = [hidden.detach().cpu()]
+    average = trainer.average
+    return {
+        "optimizer": trainer.optimizer.state_dict(),
+        "rng": rng_state(trainer.device),
+        "step": trainer.step,
+        "epoch": trainer.epoch,
+        "index": trainer.index,
+        "hidden": hidden,
+        "ema": None if average is None else [t.cpu() for t in average.tensors()],
+        "bad_evals": trainer.bad_evals,
+        "first_loss": trainer.first_loss,
+        **dist.rank_states(rng_state(trainer.device)),
+    }
+
+
+def restore(trainer: Trainer, ckpt: checkpoint.Checkpoint) -> None:
+    """Continue a run exactly: weights, optimizer, RNG, data position, carried state, history."""
+    state = ckpt.train_state
+    if state is None:
+        raise CharRNNError(f"{ckpt.path} has no training state to resume from")
+    if ckpt.vocab != trainer.vocab:
+        raise CharRNNError(f"the corpus's vocabulary ({len(trainer.vocab)} chars) does not match the "
+                           f"checkpoint's ({len(ckpt.vocab)} chars); resume needs the same text")
+    trainer.model.load_state_dict(ckpt.model.state_dict())
+    try:
+        trainer.optimizer.load_state_dict(state["optimizer"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CharRNNError(f"{ckpt.path}: optimizer state does not fit the model ({exc})") from None
+    meta = ckpt.meta
+    trainer.step = int(state["step"])
+    trainer.epoch = int(state["epoch"])
+    trainer.index = int(state["index"])
+    hidden = state.get("hidden")
+    # A different batch size lays the text out differently: then the state starts afresh.
+    if hidden and hidden[0].shape[1] == trainer.cfg.batch_size:
+        tensors = [trainer.dist.local_rows(h).to(trainer.device) for h in hidden]  # this rank's streams
+        trainer.hidden = tuple(tensors) if trainer.model_config.model == "lstm" else tensors[0]
+    if trainer.average is not None:  # a run that had no average starts it from the current weights
+        saved = state.get("ema")
+        if saved is not None:
+            trainer.average.load([t.to(trainer.device) for t in saved])
+        else:
+            trainer.average.restart(trainer.model)
+    trainer.bad_evals = int(state.get("bad_evals", 0))
+    trainer.first_loss = state.get("first_loss")
+    trainer.clock.elapsed = float(meta.get("elapsed", 0.0))
+    trainer.history = {k: list(v) for k, v in meta.get("history", trainer.history).items()}
+    trainer.best_val_loss = meta.get("best_val_loss")
+    trainer.best_step = meta.get("best_step")
+    trainer.created = meta.get("created", trainer.created)
+    if meta.get("corpus", {}).get("sha256") not in (None, trainer.corpus["sha256"]):
+        trainer.log({"event": "warning", "message": "the corpus changed since this run was saved; "
+                     "continuing at the same position in the new text"})
+    set_rng_state(trainer.dist.rng_state_for_me(state), trainer.device)
