@@ -294,3 +294,21 @@ def test_train_records_each_evaluations_sample_and_explain_shows_the_timeline(tm
     data = json.loads(re.search(r'id="data">(.*?)</script>', page, re.S).group(1))
     assert [e["step"] for e in data["timeline"]] == [20, 40] and data["timeline"][0]["sample"] == entries[0].sample
     assert (out / "timeline.md").is_file()
+
+
+def test_the_sample_record_follows_resume(tmp_path, tiny_text, tiny_model_config, tiny_train_config):
+    import dataclasses
+
+    from charrnn import train
+    from charrnn.timeline import SAMPLES_FILE, read_samples
+
+    cfg = dataclasses.replace(tiny_train_config, max_steps=40, sample_length=12)
+    run = tmp_path / "run"
+    train.train(tiny_text, run, tiny_model_config, cfg)
+    with (run / SAMPLES_FILE).open("a", encoding="utf-8") as f:  # a sample from beyond the checkpoint (killed run)
+        f.write('{"step": 60, "val_loss": 1.0, "sample": "lost"}\n')
+    train.resume(tiny_text, run, max_steps=80)
+    samples = read_samples(run)
+    assert sorted(samples) == [20, 40, 60, 80] and samples[60] != "lost"
+    assert len((run / SAMPLES_FILE).read_text(encoding="utf-8").splitlines()) == 4  # trimmed at the resume point
+    assert all(len(s) >= 12 for s in samples.values())
