@@ -605,7 +605,7 @@ def explain(text_file: Path | None, checkpoint: Path | None, start: int, length:
     temperature.png/svg, cells.png/svg, finder.csv and timeline.md.
     """
     from .checkpoint import load
-    from .data import read_text
+    from .data import STDIN_NAME, is_stdin, read_text
     from .explain import explain_run
     from .properties import compile_patterns
     from .runtext import recorded_split, text_slice
@@ -621,16 +621,11 @@ def explain(text_file: Path | None, checkpoint: Path | None, start: int, length:
     if text_file is None:
         text = recorded_split(ckpt.meta, corpus)[1]
         label = "the run's validation text"
-    elif str(text_file) == "-":
-        raw = sys.stdin.buffer.read()
-        try:
-            text = raw.decode(encoding)
-        except (UnicodeDecodeError, LookupError) as exc:
-            raise CharRNNError(f"stdin is not {encoding} text ({exc.__class__.__name__})") from None
-        label = "stdin"
     else:
-        text = read_text(text_file, encoding=encoding)
-        label = str(text_file)
+        if is_stdin(text_file):
+            _stdin_note("the text to explain")
+        text = read_text(text_file, encoding=encoding)  # '-': standard input, bounded like any pipe
+        label = STDIN_NAME if is_stdin(text_file) else str(text_file)
     text = text_slice(text, start, length)
     out = out or Path("explain") / (run_dir.parent.name if run_dir.is_file() else run_dir.name)
     label += f", characters {start:,}..{start + len(text) - 1:,}"
