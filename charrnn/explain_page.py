@@ -230,7 +230,7 @@ function posLink(i, before){ const ctx = text.slice(Math.max(0, i - (before || 2
     if (!r.present) cellsTd.append("not in this text");
     for (const c of r.ranked) { const a = el("a", {class: "cell"}, c.cell); a.addEventListener("click", () => { mode.value = "cell:" + c.cell; colour(mode.value); box.scrollIntoView(); });
       cellsTd.append(a, " " + c.score.toFixed(3), el("br")); }
-    const ex = el("div", {class: "excerpt"});
+    const ex = r.ranked.length && r.excerpt ? el("div", {class: "excerpt"}) : el("span", {class: "note"}, "-");
     if (r.ranked.length && r.excerpt) { const a = cells[r.ranked[0].cell];
       for (let i = r.excerpt[0]; i < r.excerpt[1]; i++) { const s = el("span", {title: (a[i] / 127).toFixed(3)}, text[i]); s.style.background = signed(a[i] / 127); ex.append(s); } }
     t.append(el("tr", {}, el("td", {}, el("b", {}, r.name), el("br"), el("span", {class: "note"}, r.description + (r.kind === "binary" ? " (" + (100 * r.share).toFixed(1) + "% of the text)" : " (mean " + r.share.toFixed(2) + ")"))),
