@@ -635,7 +635,8 @@ def explain(text_file: Path | None, checkpoint: Path | None, start: int, length:
                                   lens_position=lens_position, temperatures=temps, lens_top_k=lens_top_k,
                                   lens_top_p=lens_top_p, unknown=unknown)
     for r in result.finder:
-        best = f"{r.best.cell} {r.statistic} {r.best.score:.3f} (control {r.control:.3f})" if r.best else "not in this text"
+        best = (f"{r.best.cell} {r.statistic} {r.best.score:.3f} (control {r.control:.3f})" if r.best
+                else "-" if r.present else "not in this text")
         click.echo(f"  {r.name:<18} {best}")
     click.echo(f"wrote {written['html']} and the figures beside it", err=True)
 

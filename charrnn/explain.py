@@ -286,6 +286,7 @@ class _Finder:
             if present:
                 scores = self._auc(i, False) if binary else self._pearson(i, False)
                 controls = self._auc(i, True) if binary else self._pearson(i, True)
+                scores = np.where(np.isfinite(scores), scores, chance)  # undefined: no signal, never NaN in a record
                 strength = np.nan_to_num(np.abs(scores - chance), nan=-1.0)
                 order = np.argsort(-strength, kind="stable")[:top]
                 ranked = [CellScore(_column_cell(int(c), model_type, hidden_size), float(scores[c])) for c in order]
