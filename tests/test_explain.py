@@ -312,3 +312,17 @@ def test_the_sample_record_follows_resume(tmp_path, tiny_text, tiny_model_config
     assert sorted(samples) == [20, 40, 60, 80] and samples[60] != "lost"
     assert len((run / SAMPLES_FILE).read_text(encoding="utf-8").splitlines()) == 4  # trimmed at the resume point
     assert all(len(s) >= 12 for s in samples.values())
+
+
+@pytest.mark.parametrize("kind", ["gru", "rnn"])
+def test_gru_and_rnn_models_get_their_own_gates_and_a_page(kind, tmp_path):
+    from charrnn.explain_page import write_explanation
+
+    vocab = Vocab.from_text(TEXT)
+    model = _random_model(kind, vocab_size=len(vocab))
+    result = ex.explain(model, vocab, TEXT, cells=["2:h:1"])
+    assert [g.gate for g in result.gates] == ([] if kind == "rnn" else ["r", "z", "r", "z"])
+    with pytest.raises(CharRNNError, match="no cell state"):
+        ex.explain(model, vocab, TEXT, cells=["1:c:0"])
+    written = write_explanation(result, tmp_path)
+    assert ("gates_png" in written) == (kind == "gru") and written["html"].is_file()
