@@ -161,7 +161,7 @@ const diff = D.ngram ? new Int16Array(bytes(D.ngram.diff)) : null;
 function el(tag, attrs, ...kids){const e=document.createElement(tag);for(const k in attrs||{})e.setAttribute(k,attrs[k]);
   for(const c of kids)e.append(c);return e;}
 function shown(ch){return ch==="\\n"?"\\u21b5":ch===" "?"\\u2423":ch==="\\t"?"\\u21e5":ch;}
-function red(v){return "rgb(255,"+Math.round(255*(1-v))+","+Math.round(255*(1-v))+")";}
+function red(v){const a=Math.round(255-200*v);return "rgb(255,"+a+","+a+")";}
 function signed(v){const a=Math.round(255-190*Math.min(1,Math.abs(v)));  // light enough to read the text on
   return v>=0?"rgb(255,"+a+","+a+")":"rgb("+a+","+a+",255)";}
 const about = document.getElementById("about");
@@ -182,8 +182,9 @@ for (const [v, label] of modes) mode.append(el("option", {value: v}, label));
 let current = "prob", pinned = -1;
 function colour(v){
   const legend = document.getElementById("legend"); legend.textContent = "";
-  if (v === "prob") { for (let i = 0; i < n; i++) spans[i].style.background = prob[i] < 0 ? "" : red(1 - prob[i]);
-    legend.append("white: the model was sure (p = 1) \\u2026 red: it gave the character p \\u2248 0"); }
+  if (v === "prob") { // shaded by surprisal, saturating at p = 0.01: linear in p paints most characters alike
+    for (let i = 0; i < n; i++) spans[i].style.background = prob[i] < 0 ? "" : red(Math.min(1, -Math.log(Math.max(prob[i], 1e-30)) / Math.log(100)));
+    legend.append("white: the model was sure of the character (p = 1) \\u2026 red: p \\u2264 0.01 (the shade grows with the surprisal, -ln p)"); }
   else if (v === "ngram") { for (let i = 0; i < n; i++) { const d = Math.max(-1, Math.min(1, diff[i] / 3000));
       spans[i].style.background = d >= 0 ? "rgb("+Math.round(255*(1-d))+",255,"+Math.round(255*(1-d))+")" : "rgb(255,"+Math.round(255*(1+d))+",255)"; }
     legend.append("green: the network lost fewer nats than the n-gram \\u2026 purple: the n-gram did better (\\u00b13 nats saturates)"); }
