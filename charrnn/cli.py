@@ -585,7 +585,7 @@ def _is_stdout(path: Path) -> bool:
 @click.option("--after", multiple=True, default=(".",), show_default=True, help=r"Score cells against 'the character just read is X' (repeatable; escapes like '\n' work).")
 @click.option("--top-k", type=int, default=5, show_default=True, help="Candidates shown per position.")
 @click.option("--top-cells", type=int, default=3, show_default=True, help="Best cells listed (and shown) per property.")
-@click.option("--position", "lens_position", type=int, default=None, help="Character whose next-character distribution the temperature lens shows.  [default: where the model was least sure]")
+@click.option("--position", "lens_position", type=int, default=None, help="Character whose next-character distribution the temperature lens shows.  [default: where the model was least sure, 40 characters in or later]")
 @click.option("--temperatures", default="0.5,1,1.5", show_default=True, help="Temperatures of the lens.")
 @click.option("--lens-top-k", type=int, default=5, show_default=True, help="The lens's top-k panel (at T=1).")
 @click.option("--lens-top-p", type=float, default=0.9, show_default=True, help="The lens's top-p panel (at T=1).")

@@ -38,6 +38,7 @@ from .properties import Property
 
 BINS = 256
 SATURATED_LOW, SATURATED_HIGH = 0.1, 0.9
+LENS_CONTEXT = 40
 SIGMOID_GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn": ()}
 
 
@@ -331,8 +332,8 @@ def explain(model: Any, vocab: Any, text: str, *, cells: Iterable[str] = (), pro
 
     `cells` are "L:K:I" strings the user wants shown; the finder's `top_cells` best per property are
     shown too. `lens_position` is the character whose distribution the temperature lens shows
-    (default: where the model was least sure). `ngram` is a fitted `charrnn.ngram.NgramModel` to
-    compare against, or None.
+    (default: where the model was least sure, after at least 40 characters of text). `ngram` is a
+    fitted `charrnn.ngram.NgramModel` to compare against, or None.
     """
     from .internals import iter_internals
     from .properties import text_properties
@@ -363,6 +364,7 @@ def explain(model: Any, vocab: Any, text: str, *, cells: Iterable[str] = (), pro
     gate_names = SIGMOID_GATES.get(mtype, ())
     sat = {(k, g): [np.zeros(hsize), np.zeros(hsize)] for k in range(layers) for g in gate_names}
     lens_logits, lens_at, lens_entropy = None, None, -1.0
+    warm = min(LENS_CONTEXT, n // 2)  # the default lens position has at least this much text before it
     id_arr = np.asarray(ids)
     with tempfile.TemporaryDirectory(prefix="charrnn-explain-") as tmp:
         spool_path = os.path.join(tmp, "cells.int8")
@@ -385,9 +387,11 @@ def explain(model: Any, vocab: Any, text: str, *, cells: Iterable[str] = (), pro
                 if lens_position is not None:
                     if s <= lens_position - 1 < s + rows:
                         lens_logits, lens_at = part.logits[lens_position - 1 - s].copy(), lens_position
-                elif m and float(ent[:m].max()) > lens_entropy:
-                    t = int(ent[:m].argmax())
-                    lens_logits, lens_at, lens_entropy = part.logits[t].copy(), s + t + 1, float(ent[t])
+                else:  # the least sure prediction once the model has read some text (the first has no context)
+                    skip = max(0, min(m, warm - s - 1))
+                    if m > skip and float(ent[skip:m].max()) > lens_entropy:
+                        t = skip + int(ent[skip:m].argmax())
+                        lens_logits, lens_at, lens_entropy = part.logits[t].copy(), s + t + 1, float(ent[t])
                 for k, layer in enumerate(part.layers):
                     for g in gate_names:
                         values = layer.gates[g]
