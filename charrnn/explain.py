@@ -345,6 +345,7 @@ def explain(model: Any, vocab: Any, text: str, *, cells: Iterable[str] = (), pro
     if not isinstance(top_cells, int) or not 0 <= top_cells <= 100:
         raise CharRNNError(f"top cells per property must be in 0..100, got {top_cells!r}")
     user = [parse_cell(c, mtype, layers, hsize) for c in cells]  # checked before any work
+    lens_settings(temperatures, lens_top_k, lens_top_p)
     text, ids = encode_text(vocab, text, unknown)
     n = len(ids)
     if lens_position is not None and not 1 <= lens_position < n:
@@ -425,12 +426,10 @@ def explain(model: Any, vocab: Any, text: str, *, cells: Iterable[str] = (), pro
     return result
 
 
-def temperature_lens(logits: np.ndarray, position: int, text: str, chars: Sequence[str],
-                     temperatures: Sequence[float] = (0.5, 1.0, 1.5), top_k: int | None = 5,
-                     top_p: float | None = 0.9, context_chars: int = 40) -> TemperatureLens:
-    """The distribution for `text[position]` from these logits at each temperature, and at T=1 after
-    top-k and top-p, computed by the sampler's own decoding chain."""
-    from .sample import Decoding, sampling_distribution
+def lens_settings(temperatures: Sequence[float] = (0.5, 1.0, 1.5), top_k: int | None = 5,
+                  top_p: float | None = 0.9) -> list[tuple[str, Any]]:
+    """The lens's (label, `sample.Decoding`) pairs, each checked by the sampler's own rules."""
+    from .sample import Decoding
 
     if not temperatures:
         raise CharRNNError("the temperature lens needs at least one temperature")
@@ -439,6 +438,17 @@ def temperature_lens(logits: np.ndarray, position: int, text: str, chars: Sequen
         settings.append((f"T=1 top-k {top_k}", Decoding(temperature=1.0, top_k=top_k)))
     if top_p is not None:
         settings.append((f"T=1 top-p {top_p:g}", Decoding(temperature=1.0, top_p=top_p)))
+    return settings
+
+
+def temperature_lens(logits: np.ndarray, position: int, text: str, chars: Sequence[str],
+                     temperatures: Sequence[float] = (0.5, 1.0, 1.5), top_k: int | None = 5,
+                     top_p: float | None = 0.9, context_chars: int = 40) -> TemperatureLens:
+    """The distribution for `text[position]` from these logits at each temperature, and at T=1 after
+    top-k and top-p, computed by the sampler's own decoding chain."""
+    from .sample import sampling_distribution
+
+    settings = lens_settings(temperatures, top_k, top_p)
     rows = [(label, sampling_distribution(logits[None, :], d)[0]) for label, d in settings]
     return TemperatureLens(position, text[max(0, position - context_chars) : position], text[position],
                            list(chars), rows)

@@ -249,6 +249,8 @@ def test_score_reports_the_ngram_beside_the_model(trained, tmp_path):
     (["--top-k", "0"], ["top-k"]),
     (["--temperatures", "0"], ["temperature"]),
     (["--ngram", "99"], ["order"]),
+    (["--lens-top-k", "0"], ["top-k must be"]),
+    (["--lens-top-p", "1.5"], ["top-p must be"]),
 ])
 def test_cli_explain_bad_input_is_one_line(trained, tmp_path, args, fragments):
     _, _, run_dir = trained
