@@ -7,21 +7,18 @@ A run folder holds:
   metrics.jsonl per-step training log; losses.png the loss curves
 
 Each .pt is one self-contained file (weights and metadata together), so a reader never pairs
-weights with the metadata of another save. Files are written to a temporary name, fsynced and
-renamed into place: a crash or kill at any moment leaves the previous file intact.
+weights with the metadata of another save. Files are written through `charrnn.atomic` (a temporary
+name, fsync, rename): a crash, kill or full disk at any moment leaves the previous file intact.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import os
 import pickle
 import signal
-import stat
-import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -31,6 +28,7 @@ from typing import Any
 
 import torch
 
+from .atomic import atomic_write, temp_pattern
 from .config import ModelConfig
 from .errors import CharRNNError
 from .model import CharRNN
@@ -41,70 +39,6 @@ BEST = "best.pt"
 LAST = "last.pt"
 META = "meta.json"
 MAX_META_JSON_BYTES = 64 << 20
-
-
-def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write through `write(fileobj)` into a temp file beside `path`, fsync, then rename over it.
-
-    A symlink keeps pointing where it did (the file it names is replaced). A FIFO or a device is
-    written to as it is: there is no file to replace, and /dev/stdout (a link to the pipe or file
-    the shell opened) must stay the stream the shell holds, not a file swapped in under it.
-    """
-    path = Path(path)
-    try:
-        kind = os.stat(path).st_mode  # through links
-    except FileNotFoundError:
-        kind = None  # a new file (or a link to one not there yet)
-    except OSError as exc:  # a link loop, a path through a file...
-        raise _about(exc, path, path) from None
-    if kind is not None and not stat.S_ISREG(kind) and not stat.S_ISDIR(kind):
-        with open(path, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            write(f)
-        return
-    if path.is_symlink():
-        path = Path(os.path.realpath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise _about(exc, path, exc.filename) from None
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise _about(exc, path, tmp) from None
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
-def _about(exc: OSError, path: Path, ours: Any) -> OSError:
-    """The same error, naming the file the user asked for where it named our temporary one (`ours`)
-    or none; an error about some other file (a font savefig could not find) keeps its own name."""
-    if exc.errno is None or exc.filename not in (None, ours, str(ours)):
-        return exc
-    return OSError(exc.errno, exc.strerror or str(exc), str(path))  # OSError picks the subclass from errno
-
-
-@functools.cache
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -443,7 +377,7 @@ def remove_stale_temp_files(run_dir: str | os.PathLike) -> list[Path]:
     removed = []
     run_dir = Path(run_dir)
     for name in (BEST, LAST, META, "metrics.jsonl", "losses.png"):
-        for tmp in run_dir.glob(f".{name}.*.tmp"):
+        for tmp in run_dir.glob(temp_pattern(name)):
             try:
                 tmp.unlink()
                 removed.append(tmp)

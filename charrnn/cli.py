@@ -5,7 +5,9 @@ torch is imported inside the commands, so `charrnn --help` answers instantly.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import importlib
 import io
 import os
 import sys
@@ -47,6 +49,10 @@ class _Group(_FullHelpGroup):
 
     group_class = _FullHelpGroup  # `charrnn data` and other command groups list their commands in full too
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        _write_utf8()
+        return super().main(*args, **kwargs)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -63,6 +69,25 @@ class _Group(_FullHelpGroup):
         except OSError as exc:  # the file system refused (disk full, permissions, I/O): say what and where
             where = f"{exc.filename}: " if exc.filename else ""
             raise click.ClickException(f"{where}{exc.strerror or exc}") from None
+
+
+def _write_utf8() -> None:
+    """Every command writes UTF-8, whatever the terminal's or locale's encoding claims.
+
+    Models write any character of their corpus, and a stream that could not encode one would fail
+    half-way through a sample (PYTHONIOENCODING=ascii, a latin-1 locale, Windows' cp1252 pipes).
+    UTF-8 is what the corpus, the checkpoints and every file charrnn writes hold, and what Python's
+    own UTF-8 mode (PEP 540, on by default in the C locale) uses, with the same error handlers: the
+    bytes of an undecodable file name are written back as they came; stderr escapes what it cannot.
+    """
+    for name, errors in (("stdout", "surrogateescape"), ("stderr", "backslashreplace")):
+        stream = getattr(sys, name)
+        try:
+            is_utf8 = codecs.lookup(stream.encoding).name == "utf-8"
+        except (AttributeError, LookupError, TypeError):  # no stream (pythonw), or not a text file
+            continue
+        if not is_utf8 and hasattr(stream, "reconfigure"):
+            stream.reconfigure(encoding="utf-8", errors=errors)
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -154,7 +179,7 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
     reads standard input (at most 256 MiB; a resume needs the same text piped again). Launched by
     torchrun (torchrun --nproc_per_node N -m charrnn train ...) it trains on N processes with DDP.
     """
-    from . import train as training
+    training = importlib.import_module("charrnn.train")  # `charrnn.train` is the function (see __init__)
     from .corpus_cache import CorpusFiles, parse_separator, run_name
     from .distributed import is_main_process, launched_by_torchrun
 
@@ -523,7 +548,8 @@ def score(text_file: Path, checkpoint: Path | None, context: str, per_char: Path
 
     TEXT_FILE '-' reads standard input.
     """
-    from .checkpoint import atomic_write, load
+    from .atomic import atomic_write
+    from .checkpoint import load
     from .data import STDIN_NAME, is_stdin, read_text
     from .runtime import resolve_device
     from .scoring import score_text, surprisal_lines

@@ -26,7 +26,9 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
+from .atomic import atomic_write
 from .errors import CharRNNError
 
 MIRROR_ENV = "CHARRNN_DATA_MIRROR"
@@ -190,24 +192,37 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _copy_verified(read_into, dest: Path, sha256: str, source: str) -> None:
-    """Stream bytes through `read_into(fileobj)` into a temp file, check the hash, rename."""
+class _Sink:
+    """The file a download or copy streams into: hashes what passes, and a failed write (a full disk)
+    becomes one error naming the file the user asked for, not a failed download."""
+
+    def __init__(self, f: BinaryIO, dest: Path) -> None:
+        self.f, self.dest, self.digest = f, dest, hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        try:
+            return self.f.write(data)
+        except OSError as exc:
+            raise CharRNNError(f"could not write {self.dest}: {exc.strerror or exc}") from None
+
+
+def _copy_verified(read_into: Callable[[_Sink], None], dest: Path, sha256: str, source: str) -> None:
+    """Stream bytes through `read_into(sink)` into a temp file, check the hash, rename (charrnn.atomic)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            read_into(f)
-        got = sha256_file(Path(tmp))
+
+    def write(f: BinaryIO) -> None:
+        sink = _Sink(f, dest)
+        read_into(sink)
+        got = sink.digest.hexdigest()
         if got != sha256:
             raise CharRNNError(f"{source}: sha256 mismatch (expected {sha256[:16]}…, got {got[:16]}…); "
                                "nothing was saved")
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+
+    try:
+        atomic_write(dest, write)
+    except OSError as exc:
+        raise CharRNNError(f"could not write {dest}: {exc.strerror or exc}") from None
 
 
 def _fetch_into(url: str, f, timeout: float) -> None:
@@ -242,15 +257,15 @@ def download_and_build(url: str, dest: str | os.PathLike, sha256: str, build: Ca
                        timeout: float = 60.0) -> Path:
     """Download the archive at `url`, turn it into corpus bytes with `build`, verify `sha256`, place at `dest`.
 
-    The archive lives in a temp file beside `dest` and is removed whatever happens; a corpus that does
+    The archive lives in a scratch file beside `dest` (not a replacement of anything) and is removed whatever happens; a corpus that does
     not match the hash is never saved.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, archive = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".download", dir=dest.parent)
+    fd, archive = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".download", dir=dest.parent)  # scratch
     try:
         with os.fdopen(fd, "wb") as f:
-            _fetch_into(url, f, timeout)
+            _fetch_into(url, _Sink(f, dest), timeout)
         try:
             corpus = build(Path(archive))
         except CharRNNError as exc:

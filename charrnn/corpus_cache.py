@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from . import atomic
 from .data import encode, id_dtype, split
 from .errors import CharRNNError
 from .vocab import Vocab
@@ -371,10 +372,12 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    from .checkpoint import atomic_write
-
     text = json.dumps(data, ensure_ascii=False)
-    atomic_write(path, lambda f: f.write(text), mode="w")
+    try:
+        atomic.atomic_write(path, lambda f: f.write(text), mode="w")
+    except OSError as exc:
+        raise CharRNNError(f"could not write {path}: {exc.strerror or exc}; choose a cache folder with room "
+                           f"with --cache-dir or ${CACHE_ENV}") from None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -517,9 +520,8 @@ class CorpusFiles:
         lut = np.zeros(_CODE_POINTS, dtype=dtype)
         lut[np.array([ord(c) for c in vocab.chars], dtype=np.int64)] = np.arange(len(vocab), dtype=dtype)
         sep_ids = lut[_code_points_of(self.separator)] if self.separator else lut[:0]
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "wb") as train_out, open(tmp, "r+b") as val_out:
+            with atomic.replacing(path) as tmp, open(tmp, "r+b") as train_out, open(tmp, "r+b") as val_out:
                 train_out.truncate((n_train + n_val) * dtype.itemsize)
                 val_out.seek(n_train * dtype.itemsize)
                 outs = {"train": train_out, "val": val_out}
@@ -546,13 +548,9 @@ class CorpusFiles:
                 if written != expected:
                     raise CharRNNError(f"the corpus changed while it was being encoded ({len(self.files)} file(s) "
                                        f"from {self.files[0]}); run again")
-            os.replace(tmp, path)
-        except BaseException as exc:
-            tmp.unlink(missing_ok=True)
-            if isinstance(exc, OSError):  # disk full, file too large: say which file, and the way out
-                raise CharRNNError(f"could not write the encoded corpus {path}: {exc.strerror or exc}; "
-                                   f"choose a cache folder with room with --cache-dir or ${CACHE_ENV}") from None
-            raise
+        except OSError as exc:  # disk full, file too large: say which file, and the way out
+            raise CharRNNError(f"could not write the encoded corpus {path}: {exc.strerror or exc}; "
+                               f"choose a cache folder with room with --cache-dir or ${CACHE_ENV}") from None
 
     def load(self, vocab: Vocab | None = None, val_frac: float = 0.1) -> EncodedCorpus:
         """The memory-mapped train/val ids under `vocab` (default: the corpus's own, sorted)."""

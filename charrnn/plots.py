@@ -128,7 +128,7 @@ def plot_losses(history: dict[str, list], out: str | os.PathLike,
 def _atomic_savefig(fig: Any, path: Path, fmt: str, **kwargs: Any) -> None:
     """Through a temporary file and a rename, like every file charrnn writes: an interrupted or
     failed write leaves the previous figure, and no temporary file behind."""
-    from .checkpoint import atomic_write
+    from .atomic import atomic_write
 
     atomic_write(path, lambda f: fig.savefig(f, format=fmt, **kwargs))
 

@@ -586,7 +586,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    from .checkpoint import atomic_write
+    from .atomic import atomic_write
 
     try:
         atomic_write(path, lambda f: f.write(text), mode="w")

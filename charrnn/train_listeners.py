@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .checkpoint import atomic_write
+from .atomic import atomic_write
 from .errors import CharRNNError
 
 if TYPE_CHECKING:

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from charrnn import checkpoint
+from charrnn.atomic import atomic_write
 from charrnn.config import ModelConfig
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
@@ -34,13 +35,13 @@ def test_a_failed_write_names_the_file_asked_for_unless_the_error_is_about_anoth
         raise FileNotFoundError(2, "No such file or directory", "/usr/share/fonts/x.ttf")
 
     with pytest.raises(OSError) as caught:
-        checkpoint.atomic_write(tmp_path / "out.png", no_space)
+        atomic_write(tmp_path / "out.png", no_space)
     assert caught.value.filename == str(tmp_path / "out.png")
     with pytest.raises(FileNotFoundError) as caught:
-        checkpoint.atomic_write(tmp_path / "out.png", font_missing)
+        atomic_write(tmp_path / "out.png", font_missing)
     assert caught.value.filename == "/usr/share/fonts/x.ttf"
     with pytest.raises(FileNotFoundError) as caught:  # a missing folder: the file asked for, not a temp name
-        checkpoint.atomic_write(tmp_path / "nowhere" / "out.png", lambda f: f.write(b"x"))
+        atomic_write(tmp_path / "nowhere" / "out.png", lambda f: f.write(b"x"))
     assert caught.value.filename == str(tmp_path / "nowhere" / "out.png")
     assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
 

@@ -108,8 +108,6 @@ def test_data_get_refuses_to_replace_a_copy_that_does_not_match_without_force(tm
     assert kept.exit_code == 0 and "replaced" not in kept.output
 
 
-@pytest.mark.xfail(reason="the corpus is written by mkstemp (0600) until the shared atomic-write helper "
-                          "(branch diskio) replaces corpora._copy_verified; drop this mark once merged")
 def test_data_get_writes_the_corpus_with_the_usual_file_mode(tmp_path, monkeypatch):
     import os
     import stat

@@ -18,7 +18,7 @@ import torch
 from click.testing import CliRunner
 from training_procs import TINY, Zygote, child_env, metric_rows, one_thread, wait_for
 
-from charrnn import checkpoint
+from charrnn import atomic, checkpoint
 from charrnn.cli import main
 from charrnn.errors import CharRNNError
 
@@ -226,21 +226,21 @@ def test_failed_write_reports_the_error_and_keeps_the_previous_checkpoint(tmp_pa
     if fault == "disk full":
         _fail_torch_save_after_half(monkeypatch)
     elif fault == "read-only folder":  # root ignores chmod, so refuse the way a read-only mount does
-        real_mkstemp = checkpoint.tempfile.mkstemp
+        real_open = atomic.os.open
 
-        def refuse(*args, **kwargs):
-            if kwargs.get("prefix", "").startswith((".best.pt", ".last.pt")):
-                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(kwargs.get("dir", "")))
-            return real_mkstemp(*args, **kwargs)
-        monkeypatch.setattr(checkpoint.tempfile, "mkstemp", refuse)
+        def refuse(path, flags, *args, **kwargs):
+            if flags & os.O_CREAT and os.path.basename(path).startswith((".best.pt", ".last.pt")):
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+            return real_open(path, flags, *args, **kwargs)
+        monkeypatch.setattr(atomic.os, "open", refuse)
     else:
-        real_replace = checkpoint.os.replace
+        real_replace = atomic.os.replace
 
         def refuse_rename(src, dst):
             if str(dst).endswith(".pt"):
                 raise OSError(errno.EIO, os.strerror(errno.EIO), str(src))
             return real_replace(src, dst)
-        monkeypatch.setattr(checkpoint.os, "replace", refuse_rename)
+        monkeypatch.setattr(atomic.os, "replace", refuse_rename)
     line = error_line(cli(["train", text_file, "--resume", run_dir, "--max-steps", 8]))
     assert reason in line and "could not write checkpoint" in line and "the previous checkpoint is unchanged" in line
     assert str(run_dir) in line and ".tmp" not in line  # the user's file, not our temporary name

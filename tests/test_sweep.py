@@ -34,14 +34,15 @@ def sentences(seed: int = 0, count: int = 600) -> str:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 1x48 LSTM trained for 300 steps on `sentences()` (about two seconds on a CPU; every seed 1-6 shows the spectrum)."""
-    from charrnn import checkpoint, train
+    from charrnn import checkpoint
+    from charrnn.train import train
 
     root = tmp_path_factory.mktemp("sweep")
     corpus = root / "sentences.txt"
     text = sentences()
     corpus.write_text(text, encoding="utf-8")
     run_dir = root / "run"
-    train.train(text, run_dir, ModelConfig(embed_dim=16, hidden_size=48, num_layers=1, dropout=0.0),
+    train(text, run_dir, ModelConfig(embed_dim=16, hidden_size=48, num_layers=1, dropout=0.0),
                 TrainConfig(batch_size=16, seq_len=64, max_steps=300, time_budget=None, eval_interval=100,
                             warmup_steps=0, lr=1e-2, device="cpu", precision="fp32", sample_length=0, seed=1),
                 corpus={"path": str(corpus), "name": corpus.name})
