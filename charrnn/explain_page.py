@@ -290,7 +290,7 @@ def write_explanation(result: Explanation, out_dir: str | os.PathLike, title: st
     given a run's `timeline`, timeline.md) into `out_dir`; returns the paths by name. Every file is
     written through a temporary file and a rename."""
     from . import plots
-    from .checkpoint import atomic_write
+    from .atomic import atomic_write
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write
+from .atomic import atomic_write
 from .train_listeners import TrainListener
 
 SAMPLES_FILE = "samples.jsonl"

@@ -47,16 +47,17 @@ def play(seed: int = 0, count: int = 160) -> str:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 1x32 LSTM trained for 200 steps on `play()` (a few seconds), with its corpus recorded."""
-    from charrnn import checkpoint, train
+    from charrnn import checkpoint
+    from charrnn.train import train
 
     root = tmp_path_factory.mktemp("explain")
     corpus = root / "play.txt"
     text = play()
     corpus.write_text(text, encoding="utf-8")
-    train.train(text, root / "run", ModelConfig(embed_dim=16, hidden_size=32, num_layers=1, dropout=0.0),
-                TrainConfig(batch_size=16, seq_len=64, max_steps=200, time_budget=None, eval_interval=100,
-                            warmup_steps=0, lr=1e-2, device="cpu", precision="fp32", sample_length=0, seed=1),
-                corpus={"path": str(corpus), "name": corpus.name})
+    train(text, root / "run", ModelConfig(embed_dim=16, hidden_size=32, num_layers=1, dropout=0.0),
+          TrainConfig(batch_size=16, seq_len=64, max_steps=200, time_budget=None, eval_interval=100,
+                      warmup_steps=0, lr=1e-2, device="cpu", precision="fp32", sample_length=0, seed=1),
+          corpus={"path": str(corpus), "name": corpus.name})
     return checkpoint.load(root / "run"), text, root / "run"
 
 
@@ -302,15 +303,15 @@ def test_train_records_each_evaluations_sample_and_explain_shows_the_timeline(tm
 def test_the_sample_record_follows_resume(tmp_path, tiny_text, tiny_model_config, tiny_train_config):
     import dataclasses
 
-    from charrnn import train
     from charrnn.timeline import SAMPLES_FILE, read_samples
+    from charrnn.train import resume, train
 
     cfg = dataclasses.replace(tiny_train_config, max_steps=40, sample_length=12)
     run = tmp_path / "run"
-    train.train(tiny_text, run, tiny_model_config, cfg)
+    train(tiny_text, run, tiny_model_config, cfg)
     with (run / SAMPLES_FILE).open("a", encoding="utf-8") as f:  # a sample from beyond the checkpoint (killed run)
         f.write('{"step": 60, "val_loss": 1.0, "sample": "lost"}\n')
-    train.resume(tiny_text, run, max_steps=80)
+    resume(tiny_text, run, max_steps=80)
     samples = read_samples(run)
     assert sorted(samples) == [20, 40, 60, 80] and samples[60] != "lost"
     assert len((run / SAMPLES_FILE).read_text(encoding="utf-8").splitlines()) == 4  # trimmed at the resume point
