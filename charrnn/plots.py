@@ -277,3 +277,111 @@ def plot_spectrum(summary: list[dict[str, Any]], excerpts: dict[str, str], out: 
                 bbox={"boxstyle": "round,pad=0.5", "facecolor": "#f6f6f2", "edgecolor": "#cccccc"})
     fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=11, **LITERAL)
     return _save_png_svg(fig, out)
+
+
+# ----------------------------------------------------------------------------------------------
+# `charrnn explain` figures (data: plain arrays from charrnn.explain)
+
+_GATE_COLOURS = {"i": "tab:blue", "f": "tab:green", "o": "tab:red", "r": "tab:purple", "z": "tab:orange"}
+_GATE_LABELS = {"i": "input gate", "f": "forget gate", "o": "output gate", "r": "reset gate", "z": "update gate"}
+
+
+def plot_gate_saturation(gates: list[dict[str, Any]], out: str | os.PathLike, *, title: str = "Gate saturation",
+                         subtitle: str = "") -> tuple[Path, Path]:
+    """The paper's scatter (Karpathy, Johnson & Fei-Fei 2015, fig. 3): one point per gate unit, the
+    fraction of steps it is left-saturated (< 0.1) against right-saturated (> 0.9), one panel per
+    layer. `gates` rows: {"layer", "gate", "left": [...], "right": [...]} (PNG and SVG)."""
+    plt = _pyplot()
+    layers = sorted({g["layer"] for g in gates}) or [1]
+    fig, axes = plt.subplots(1, len(layers), figsize=(3.6 * len(layers) + 0.6, 3.9), constrained_layout=True,
+                             squeeze=False)
+    for ax, layer in zip(axes.flat, layers, strict=True):
+        for g in (g for g in gates if g["layer"] == layer):
+            ax.scatter(g["left"], g["right"], s=9, alpha=0.6, color=_GATE_COLOURS.get(g["gate"], "gray"),
+                       label=_GATE_LABELS.get(g["gate"], g["gate"]), edgecolors="none")
+        ax.plot([0, 1], [1, 0], color="#bbbbbb", lw=0.8, ls="--")  # left + right = 1: always saturated
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_aspect("equal")
+        ax.set_title(f"layer {layer}", fontsize=10)
+        ax.set_xlabel("fraction of steps < 0.1 (left-saturated)", fontsize=8)
+        ax.set_ylabel("fraction of steps > 0.9 (right-saturated)", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+    if gates:
+        axes.flat[0].legend(fontsize=7.5, loc="upper right", markerscale=1.5)
+    fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=11)
+    return _save_png_svg(fig, out)
+
+
+def plot_temperature_lens(rows: list[tuple[str, list[float]]], chars: list[str], out: str | os.PathLike, *,
+                          actual: str | None = None, title: str = "Temperature lens",
+                          subtitle: str = "", top: int = 12) -> tuple[Path, Path]:
+    """One panel per decoding setting: the probability of the `top` most likely characters (most
+    likely under any setting, the same order in every panel), the character that came in red."""
+    import numpy as np
+
+    plt = _pyplot()
+    probs = np.array([p for _, p in rows], dtype=float)
+    order = np.argsort(-probs.max(axis=0), kind="stable")[:top]
+    shown = ["\u21b5" if chars[i] == "\n" else "\u2423" if chars[i] == " " else chars[i] for i in order]
+    fig, axes = plt.subplots(1, len(rows), figsize=(2.6 * len(rows) + 0.6, 3.3), sharey=True, constrained_layout=True,
+                             squeeze=False)
+    for ax, (label, p) in zip(axes.flat, rows, strict=True):
+        values = np.asarray(p, dtype=float)[order]
+        colours = ["tab:red" if actual is not None and chars[i] == actual else "tab:blue" for i in order]
+        ax.bar(range(len(order)), values, color=colours)
+        ax.set_xticks(range(len(order)), shown, fontsize=8, family="monospace")
+        ax.set_title(label, fontsize=9.5)
+        ax.set_ylim(0, 1)
+        ax.grid(axis="y", alpha=0.3)
+        kept = int((np.asarray(p) > 0).sum())
+        ax.text(0.98, 0.97, f"{kept} chars > 0", transform=ax.transAxes, ha="right", va="top", fontsize=7.5)
+    axes.flat[0].set_ylabel("probability of the next character", fontsize=8.5)
+    fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=11)
+    return _save_png_svg(fig, out)
+
+
+def _excerpt_grid(text: str, values: list[float], width: int, max_lines: int) -> list[list[tuple[str, float]]]:
+    """Characters laid out in lines of `width` (a newline shows as ↵ and ends its line)."""
+    lines: list[list[tuple[str, float]]] = [[]]
+    for char, value in zip(text, values, strict=True):
+        if len(lines[-1]) >= width:
+            lines.append([])
+        lines[-1].append(("\u21b5" if char == "\n" else "\u00b7" if char == "\t" else char, value))
+        if char == "\n":
+            lines.append([])
+    return [line for line in lines if line][:max_lines]
+
+
+def plot_cell_excerpts(rows: list[dict[str, Any]], out: str | os.PathLike, *, title: str = "Cells the finder found",
+                       subtitle: str = "", width: int = 80, max_lines: int = 5) -> tuple[Path, Path]:
+    """The blog's neuron pictures: each excerpt's characters on the cell's colour (red +1, blue -1).
+    `rows`: {"title", "text", "values"} with one value in [-1, 1] per character (PNG and SVG)."""
+    import numpy as np
+
+    plt = _pyplot()
+    grids = [_excerpt_grid(r["text"], list(r["values"]), width, max_lines) for r in rows]
+    heights = [max(1, len(g)) + 1.4 for g in grids]
+    fig = plt.figure(figsize=(width * 0.09 + 0.3, 0.19 * sum(heights) + 0.8))
+    top = 1.0 - 0.55 / fig.get_figheight()
+    unit = (top - 0.02) / max(sum(heights), 1)
+    y = top
+    cmap = plt.get_cmap("RdBu_r")
+    for r, grid, h in zip(rows, grids, heights, strict=True):
+        ax = fig.add_axes((0.01, y - h * unit, 0.98, h * unit))
+        y -= h * unit
+        ax.set_xlim(0, width)
+        ax.set_ylim(h - 1.4 + 0.2, -1.2)
+        ax.set_axis_off()
+        ax.text(0, -0.65, r["title"], fontsize=8.5, fontweight="bold", va="center")
+        colours = np.ones((max(1, len(grid)), width, 4))
+        for row, line in enumerate(grid):
+            for col, (_, value) in enumerate(line):
+                colours[row, col] = cmap(0.5 + 0.33 * float(np.clip(value, -1, 1)))  # light ends: the text stays legible
+        ax.imshow(colours, extent=(0, width, len(grid) or 1, 0), aspect="auto", interpolation="nearest")
+        for row, line in enumerate(grid):  # one artist per character, centred on its cell
+            for col, (char, _) in enumerate(line):
+                ax.text(col + 0.5, row + 0.55, char, family="monospace", fontsize=7.5, va="center", ha="center")
+    fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=10, y=0.995)
+    return _save_png_svg(fig, out, dpi=120)

@@ -45,16 +45,9 @@ class TextScore:
         return math.exp(self.nats_per_char)
 
 
-@torch.inference_mode()
-def score_text(model: CharRNN, vocab: Vocab, text: str, *, context: str = "", unknown: str = "error",
-               per_char: bool = False, chunk: int = 4096) -> TextScore:
-    """Score `text` under `model`. With `context`, every character of `text` is scored after it.
-
-    `unknown="skip"` drops characters the vocabulary lacks (they are then neither scored nor
-    context); "error" names them.
-    """
-    if not isinstance(chunk, int) or chunk < 1:
-        raise CharRNNError(f"chunk must be a positive integer, got {chunk!r}")
+def encode_scored(vocab: Vocab, text: str, context: str = "", unknown: str = "error") -> tuple[list[int], int]:
+    """Ids of context + text and the index of the first scored one (the first character of `text`
+    is only context unless a `context` is given); what every scorer here reads."""
     encoded = []
     for part, what in ((context, "context"), (text, "scored")):
         try:
@@ -68,6 +61,20 @@ def score_text(model: CharRNN, vocab: Vocab, text: str, *, context: str = "", un
     if len(ids) - scored_from < 1:
         raise CharRNNError("nothing to score: the text needs at least 2 characters the model knows "
                            "(the first one is only context)")
+    return ids, scored_from
+
+
+@torch.inference_mode()
+def score_text(model: CharRNN, vocab: Vocab, text: str, *, context: str = "", unknown: str = "error",
+               per_char: bool = False, chunk: int = 4096) -> TextScore:
+    """Score `text` under `model`. With `context`, every character of `text` is scored after it.
+
+    `unknown="skip"` drops characters the vocabulary lacks (they are then neither scored nor
+    context); "error" names them.
+    """
+    if not isinstance(chunk, int) or chunk < 1:
+        raise CharRNNError(f"chunk must be a positive integer, got {chunk!r}")
+    ids, scored_from = encode_scored(vocab, text, context, unknown)
     model.eval()
     device = model.head.weight.device
     all_ids = torch.tensor(ids, dtype=torch.long, device=device)
@@ -105,3 +112,18 @@ def surprisal_lines(result: TextScore) -> list[str]:
     for i, (char, nats) in enumerate(zip(result.scored_text, result.surprisal.tolist(), strict=True)):
         lines.append(f"{i + result.first_position}\t{escape.get(char, char)}\t{nats:.5f}\t{nats / LN2:.5f}\n")
     return lines
+
+
+def ngram_score(vocab: Vocab, train_text: str, text: str, order: int, *, context: str = "", unknown: str = "error",
+                per_char: bool = False) -> TextScore:
+    """Score `text` as `score_text` does (same characters, same positions), under an interpolated
+    Kneser-Ney character n-gram model of `order` fitted on `train_text` (see `charrnn.ngram`)."""
+    from .ngram import NgramModel
+
+    ids, scored_from = encode_scored(vocab, text, context, unknown)
+    train_ids = vocab.encode(train_text, unknown="skip")  # the model's own training text: all known
+    surprisal = NgramModel.fit(train_ids, order, len(vocab)).surprisal(ids)[scored_from - 1 :]
+    return TextScore(num_chars=len(surprisal), total_nats=float(surprisal.sum()),
+                     surprisal=surprisal if per_char else None,
+                     scored_text=vocab.decode(ids[scored_from:]) if per_char else None,
+                     first_position=0 if context else 1)

@@ -176,8 +176,11 @@ class RunConfig(TrainListener):
 
 def default_listeners(run_dir: str | os.PathLike, *, fresh: bool,
                       settings: dict[str, Any] | None = None) -> list[TrainListener]:
-    """What `charrnn train` writes into a run folder besides the checkpoints."""
+    """What `charrnn train` writes into a run folder besides the checkpoints (samples.jsonl: the
+    training timeline, charrnn.timeline)."""
+    from .timeline import SAMPLES_FILE, SampleFile
+
     run_dir = Path(run_dir)
     metrics = run_dir / "metrics.jsonl"
     return [RunConfig(settings), MetricsFile(metrics, fresh=fresh), LossPlot(run_dir / "losses.png", metrics),
-            Samples()]
+            Samples(), SampleFile(run_dir / SAMPLES_FILE, fresh=fresh)]  # after Samples, which draws the sample

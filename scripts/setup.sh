@@ -5,6 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+# The explain page's browser test (tests/test_explain_browser.py) loads it in headless Chromium,
+# installed from the distribution (never downloaded at test time); only when missing, only with apt.
+if ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; } && command -v apt-get >/dev/null; then
+  SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo "sudo")
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null \
+    || echo "warning: could not install chromium; the browser test will be skipped" >&2
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
