@@ -128,7 +128,6 @@ class Draws:
     def __init__(self, seeds: np.ndarray, stream: int):
         self.generators = [np.random.Generator(np.random.Philox(key=int(s) | (stream << 64))) for s in seeds]
         self.start = -self.BLOCK
-        self.block = np.empty((self.BLOCK, len(self.generators)))
 
     def at(self, step: int) -> np.ndarray:
         """The uniforms of `step` (steps are asked for in order), one per sample."""
@@ -136,6 +135,7 @@ class Draws:
             if step != self.start + self.BLOCK:
                 raise ValueError("Draws are read one step after another")
             self.start = step
+            self.block = np.empty((self.BLOCK, len(self.generators)))  # rows handed out earlier stay valid
             for j, g in enumerate(self.generators):
                 self.block[:, j] = g.random(self.BLOCK)
         return self.block[step - self.start]
