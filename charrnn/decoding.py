@@ -82,10 +82,6 @@ class Decoding:
         """The fields, each with its `metadata` (cli, draw, needs): what request checks iterate over."""
         return list(dataclasses.fields(cls))
 
-    def changed(self) -> list[dataclasses.Field]:
-        """The fields set to something other than their default, in declaration order."""
-        return [f for f in self.options() if getattr(self, f.name) != f.default]
-
     @property
     def is_greedy(self) -> bool:
         # Below GREEDY_BELOW, logit / temperature can overflow to inf and the softmax to NaN; such a
