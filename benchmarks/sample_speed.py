@@ -44,21 +44,33 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 
 from charrnn.config import ModelConfig
+from charrnn.decoding import Chooser, Statistics
 from charrnn.engine import NumpyEngine, prefers_torch
 from charrnn.model import CharRNN
-from charrnn.runtime import onednn_disabled
-from charrnn.sample import Decoding, _FastChooser, generate_batch
+from charrnn.sample import Decoding, generate_batch
 from charrnn.vocab import Vocab
 
 TEMPERATURE = 0.8
 SETTLE_S = 0.3
 VOCAB = Vocab([chr(c) for c in range(32, 32 + 64)] + ["\n"])  # 65 characters, like tiny Shakespeare
+
+
+@contextlib.contextmanager
+def onednn_disabled() -> Iterator[None]:
+    """oneDNN off for the torch_nomkl reference only. It is a process-wide switch, which is why the
+    library never flips it (generations may run in several threads); this benchmark is one thread."""
+    previous = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(False)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(previous)
 
 
 def make_model(layers: int, hidden: int, embed: int = 64) -> CharRNN:
@@ -206,12 +218,12 @@ def decode_chain_us(repeats: int, steps: int = 2000) -> dict[str, float]:
     u = np.array([0.37])
     rows = np.arange(1)
 
-    def numpy_chain() -> None:  # charrnn's hot path: the draw now, statistics a block of steps later
-        totals = {"logprob": np.zeros(1), "nll": np.zeros(1), "entropy": np.zeros(1), "counts": np.zeros(1, np.int64)}
-        chooser = _FastChooser(Decoding(temperature=TEMPERATURE), len(VOCAB), totals)
+    def numpy_chain() -> None:  # charrnn's decoding chain: the draw now, statistics a block of steps later
+        chooser = Chooser(Decoding(temperature=TEMPERATURE), len(VOCAB))
+        statistics = Statistics(chooser, 1)
         for _ in range(steps):
-            chooser.choose(logits_np, u, rows)
-        chooser.flush()
+            statistics.add(logits_np, chooser.choose(logits_np, u), rows)
+        statistics.flush()
 
     def torch_chain() -> None:  # the same work written with torch ops, as the sampler used to be
         for _ in range(steps):

@@ -435,10 +435,18 @@ def _checkpoint_dir(checkpoint: Path | None) -> Path:
     return run
 
 
+def _checkpoint_path(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+    """An empty -c would become '.' and load whatever the current folder holds: refuse it."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("is empty; give a run folder or a .pt file (or leave -c out for the most recent run)")
+    return None if value is None else Path(value)
+
+
 def _decoding_options(func: Any) -> Any:
-    """The decoding chain's options, shared by `sample` and `inspect`."""
+    """The options shared by `sample` and `inspect`. A new decoding option (a field of
+    `charrnn.decoding.Decoding`) gets its click option here, under the field's name."""
     options = [
-        click.option("-c", "--checkpoint", type=click.Path(path_type=Path), default=None, help="Run folder or .pt file.  [default: the most recent run]"),
+        click.option("-c", "--checkpoint", type=click.Path(), callback=_checkpoint_path, default=None, help="Run folder or .pt file.  [default: the most recent run]"),
         click.option("-n", "--length", type=int, default=1000, show_default=True, help="Characters to generate (at most)."),
         click.option("-t", "--temperature", type=float, default=None, help="Softmax temperature; 0 means greedy.  [default: 0.8]"),
         click.option("--greedy", is_flag=True, help="Always take the most likely character (argmax)."),
@@ -460,45 +468,15 @@ def _decoding_options(func: Any) -> Any:
     return func
 
 
-def _setup(checkpoint: Path | None, device: str, prime: str | None, prime_file: Path | None, encoding: str,
-           stop: tuple[str, ...], unknown: str, seed: int | None, temperature: float | None,
-           **decoding: Any) -> tuple[Any, str, list[str], int, Any]:
-    """Load the model and turn the shared options into library arguments, all of them checked:
-    the output starts only once nothing in the input can fail any more."""
+def _load_for(request: Any, checkpoint: Path | None, device: str) -> Any:
+    """The checkpoint the request runs on, with the request's prime and stop strings checked
+    against its vocabulary: the output starts only once nothing in the input can fail any more."""
     from .checkpoint import load
-    from .data import read_text
     from .runtime import resolve_device
-    from .sample import Decoding, check_stops, prime_ids, unescape
 
-    if prime is not None and prime_file is not None:
-        raise CharRNNError("give --prime or --prime-file, not both")
-    _refuse_ignored_decoding(temperature, decoding)
-    prime_text = read_text(prime_file, encoding=encoding) if prime_file is not None else (prime or "")
-    stops = [unescape(s) for s in stop]
-    settings = Decoding(temperature=0.8 if temperature is None else temperature, **decoding)
     ckpt = load(_checkpoint_dir(checkpoint), resolve_device(device))
-    prime_ids(ckpt.vocab, prime_text, unknown)
-    check_stops(stops, ckpt.vocab)
-    if seed is None:
-        seed = int.from_bytes(os.urandom(4), "little")
-    return ckpt, prime_text, stops, seed, settings
-
-
-def _refuse_ignored_decoding(temperature: float | None, decoding: dict[str, Any]) -> None:
-    """Greedy decoding takes the most likely character: options that shape a draw would be ignored."""
-    from .sample import GREEDY_BELOW
-
-    if not (decoding["greedy"] or (temperature is not None and temperature < GREEDY_BELOW)):
-        return
-    ignored = [name for name, used in (("--top-k", decoding["top_k"] is not None),
-                                       ("--top-p", decoding["top_p"] is not None),
-                                       ("--epsilon", bool(decoding["epsilon"])),
-                                       ("--temperature", decoding["greedy"] and bool(temperature)))
-               if used]
-    if ignored:
-        how = "--greedy" if decoding["greedy"] else f"-t {temperature:g}"
-        raise CharRNNError(f"{how} always takes the most likely character, so {', '.join(ignored)} would do "
-                           "nothing; drop it, or sample with a temperature > 0")
+    request.check_vocab(ckpt.vocab)
+    return ckpt
 
 
 @main.command()
@@ -507,64 +485,40 @@ def _refuse_ignored_decoding(temperature: float | None, decoding: dict[str, Any]
 @click.option("--beam", type=int, default=None, help="Beam search of this width: the most likely continuation(s) instead of a sample.")
 @click.option("--length-penalty", type=float, default=1.0, show_default=True, help="Beam ranking: log-probability / length**this (1 = per-character mean).")
 @click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]), default="text", show_default=True, help="jsonl: one JSON object per sample (text, seed, temperature, strategy, logprob, ...).")
-@click.option("--echo-prime/--no-echo-prime", default=True, help="Print the prime before the generated text.  [default: echo]")
+@click.option("--echo-prime/--no-echo-prime", default=None, help="Print the prime before the generated text.  [default: echo]")
 @click.option("--show-top", type=int, default=None, metavar="K", help="Instead of the text, show each step's top K candidates (as `charrnn inspect`).")
 @click.option("--csv", "as_csv", is_flag=True, help="With --show-top: CSV instead of an aligned table.")
-def sample(checkpoint: Path | None, device: str, prime: str | None, prime_file: Path | None, encoding: str,
-           stop: tuple[str, ...], seed: int | None, temperature: float | None, length: int, unknown: str, num_samples: int,
-           beam: int | None, length_penalty: float, fmt: str, echo_prime: bool, show_top: int | None,
-           as_csv: bool, **decoding: Any) -> None:
+def sample(checkpoint: Path | None, device: str, num_samples: int, beam: int | None, length_penalty: float, fmt: str,
+           echo_prime: bool | None, show_top: int | None, as_csv: bool, **options: Any) -> None:
     """Generate text from a trained model, one character at a time, streamed as it is made."""
-    from .sample import beam_search, check_beam, check_kept, check_length, check_num_samples
+    from .request import GenerationRequest
+    from .sample import beam_search, generate_batch
 
-    check_length(length)
-    if length < 1:  # the library allows 0 (a warm-up only); asking the CLI for no text is a mistake
-        raise CharRNNError(f"--length must be at least 1, got {length}")
-    check_num_samples(num_samples)
-    if show_top is not None:
-        if beam is not None or num_samples != 1 or fmt != "text":
-            raise CharRNNError("--show-top shows one sample; it takes no --beam, --num-samples or --format")
-        _inspect(checkpoint, device, prime, prime_file, encoding, stop, seed, temperature, length, unknown, show_top,
-                 as_csv, 40, decoding)
+    request = GenerationRequest.build(num_samples=num_samples, beam=beam, length_penalty=length_penalty, format=fmt,
+                                      echo_prime=echo_prime, show_top=show_top, csv=as_csv, **options)
+    ckpt = _load_for(request, checkpoint, device)
+    if request.show_top is not None:
+        _print_steps(ckpt, request)
         return
-    if as_csv:
-        raise CharRNNError("--csv goes with --show-top")
-    if beam is None and length_penalty != 1.0:
-        raise CharRNNError("--length-penalty ranks beam search results; it goes with --beam")
-    if beam is not None:  # checked before the model loads, like every option
-        check_beam(beam, length)
-        if not 1 <= num_samples <= beam:
-            raise CharRNNError(f"--num-samples with --beam {beam} must be in 1..{beam} (the best N beams)")
-    elif not (num_samples == 1 and fmt == "text"):  # only a single text sample streams in constant memory
-        check_kept(num_samples, length, "samples")
-    if beam is not None:
-        changed = [name for name, value in (("--temperature", temperature), ("--top-k", decoding["top_k"]),
-                                            ("--top-p", decoding["top_p"])) if value is not None]
-        changed += [name for name, on in (("--greedy", decoding["greedy"]), ("--epsilon", decoding["epsilon"]),
-                                          ("--repetition-penalty", decoding["repetition_penalty"] != 1.0)) if on]
-        if changed:
-            raise CharRNNError(f"--beam ranks by the model's own probabilities; drop {', '.join(changed)}")
-    ckpt, prime_text, stops, seed, settings = _setup(checkpoint, device, prime, prime_file, encoding, stop, unknown,
-                                                     seed, temperature, **decoding)
-    if beam is not None:
-        click.echo(f"beam search, width {beam}", err=True)
-        results = beam_search(ckpt.model, ckpt.vocab, length, width=beam, num_return=num_samples, prime=prime_text,
-                              stop=stops, unknown=unknown, length_penalty=length_penalty)
-        _print_samples(results, prime_text if echo_prime else "", fmt)
+    echo = request.prime if request.echo_prime else ""
+    if request.beam is not None:
+        click.echo(f"beam search, width {request.beam}", err=True)
+        results = beam_search(ckpt.model, ckpt.vocab, request.length, width=request.beam,
+                              num_return=request.num_samples, prime=request.prime, stop=request.stops,
+                              unknown=request.unknown, length_penalty=request.length_penalty)
+        _print_samples(results, echo, request.format)
         return
-    click.echo(f"seed {seed}, {settings.strategy}", err=True)
-    if num_samples == 1 and fmt == "text":
-        _stream_one(ckpt, length, prime_text if echo_prime else "", prime_text, settings, seed, stops, unknown)
+    click.echo(f"seed {request.seed}, {request.decoding.strategy}", err=True)
+    if request.streams:
+        _stream_one(ckpt, request, echo)
         return
-    from .sample import generate_batch
+    results = generate_batch(ckpt.model, ckpt.vocab, request.length, num_samples=request.num_samples,
+                             prime=request.prime, decoding=request.decoding, seed=request.seed, stop=request.stops,
+                             unknown=request.unknown)
+    _print_samples(results, echo, request.format)
 
-    results = generate_batch(ckpt.model, ckpt.vocab, length, num_samples=num_samples, prime=prime_text,
-                             decoding=settings, seed=seed, stop=stops, unknown=unknown)
-    _print_samples(results, prime_text if echo_prime else "", fmt)
 
-
-def _stream_one(ckpt: Any, length: int, echo: str, prime: str, settings: Any, seed: int, stops: list[str],
-                unknown: str) -> None:
+def _stream_one(ckpt: Any, request: Any, echo: str) -> None:
     """Write each character as it is made; nothing is kept, so any length runs in constant memory."""
     from .sample import stream
 
@@ -572,8 +526,8 @@ def _stream_one(ckpt: Any, length: int, echo: str, prime: str, settings: Any, se
     flush_each = out.isatty()
     out.write(echo)
     out.flush()
-    for char in stream(ckpt.model, ckpt.vocab, length, prime=prime, decoding=settings, seed=seed, stop=stops,
-                       unknown=unknown):
+    for char in stream(ckpt.model, ckpt.vocab, request.length, prime=request.prime, decoding=request.decoding,
+                       seed=request.seed, stop=request.stops, unknown=request.unknown):
         out.write(char)
         if flush_each or char == "\n":
             out.flush()
@@ -602,50 +556,40 @@ def _print_samples(results: list[Any], echo: str, fmt: str) -> None:
 @click.option("-k", "--top", type=int, default=5, show_default=True, help="Candidates shown per position.")
 @click.option("--context-width", type=int, default=40, show_default=True, help="Characters of context shown (its end).")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV (raw characters, full precision) instead of an aligned table.")
-def inspect(checkpoint: Path | None, device: str, prime: str | None, prime_file: Path | None, encoding: str,
-            stop: tuple[str, ...], seed: int | None, temperature: float | None, length: int, unknown: str, top: int,
-            context_width: int, as_csv: bool, **decoding: Any) -> None:
+def inspect(checkpoint: Path | None, device: str, top: int, context_width: int, as_csv: bool, **options: Any) -> None:
     """Generate as `sample` does and show, for each position, the context and the top candidates.
 
     The probabilities are those of the distribution the character was drawn from (after
     temperature, top-k/top-p and the repetition penalty; with --greedy, the model's own at T=1).
     The same seed gives the same text as `charrnn sample`.
     """
-    _inspect(checkpoint, device, prime, prime_file, encoding, stop, seed, temperature, length, unknown, top, as_csv,
-             context_width, decoding)
+    from .request import GenerationRequest
+
+    request = GenerationRequest.build(show_top=top, csv=as_csv, context_width=context_width, **options)
+    _print_steps(_load_for(request, checkpoint, device), request)
 
 
-def _inspect(checkpoint: Path | None, device: str, prime: str | None, prime_file: Path | None, encoding: str,
-             stop: tuple[str, ...], seed: int | None, temperature: float | None, length: int, unknown: str, top: int,
-             as_csv: bool, context_width: int, decoding: dict[str, Any]) -> None:
+def _print_steps(ckpt: Any, request: Any) -> None:
     import csv
 
-    from .sample import check_length, inspect_steps, step_csv_header, step_csv_row, step_table_header, step_table_row
+    from .sample import inspect_steps, step_csv_header, step_csv_row, step_table_header, step_table_row
 
-    check_length(length)
-    if length < 1:  # the library allows 0 (a warm-up only); asking the CLI for no text is a mistake
-        raise CharRNNError(f"--length must be at least 1, got {length}")
-    if not 1 <= top <= 1000:
-        raise CharRNNError(f"number of candidates shown must be in 1..1000, got {top}")
-    if not 0 <= context_width <= 10_000:
-        raise CharRNNError(f"context width must be in 0..10000, got {context_width}")
-    ckpt, prime_text, stops, seed, settings = _setup(checkpoint, device, prime, prime_file, encoding, stop, unknown,
-                                                     seed, temperature, **decoding)
-    click.echo(f"seed {seed}, {settings.strategy}", err=True)
-    top = min(top, len(ckpt.vocab))
-    steps = inspect_steps(ckpt.model, ckpt.vocab, length, top=top, prime=prime_text, decoding=settings, seed=seed,
-                          stop=stops, unknown=unknown, context_chars=context_width)
+    click.echo(f"seed {request.seed}, {request.decoding.strategy}", err=True)
+    top = min(request.show_top, len(ckpt.vocab))
+    steps = inspect_steps(ckpt.model, ckpt.vocab, request.length, top=top, prime=request.prime,
+                          decoding=request.decoding, seed=request.seed, stop=request.stops, unknown=request.unknown,
+                          context_chars=request.context_width)
     out = sys.stdout
-    if as_csv:
+    if request.csv:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(step_csv_header(top))
         for view in steps:
             writer.writerow(step_csv_row(view))
         out.flush()
         return
-    click.echo(step_table_header(top, context_width))
+    click.echo(step_table_header(top, request.context_width))
     for view in steps:
-        click.echo(step_table_row(view, context_width))
+        click.echo(step_table_row(view, request.context_width))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ import numpy as np
 from . import atomic
 from .data import encode, id_dtype, split
 from .errors import CharRNNError
+from .escapes import unescape
 from .vocab import Vocab
 
 CACHE_ENV = "CHARRNN_CACHE_DIR"
@@ -64,12 +65,9 @@ def default_cache_dir() -> Path:
     return Path(base) / "charrnn"
 
 
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\"}
-
-
 def parse_separator(text: str) -> str:
-    """A separator typed on a command line: backslash escapes \\n, \\t, \\r, \\0 and \\\\ understood."""
-    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), text)
+    """A separator typed on a command line, read by the one escape parser (as `--stop` is)."""
+    return unescape(text)
 
 
 def sha256_text(text: str) -> str:

@@ -13,27 +13,27 @@ engines give the same logits as `CharRNN.forward`:
   - LSTM gates are reordered (i, f, o, g) with the sigmoid rows pre-scaled by 1/2, so one `tanh`
     over all gates gives every nonlinearity (sigmoid(x) = (1 + tanh(x/2)) / 2);
   - every intermediate has a preallocated buffer and is written with `out=`: no allocation per step.
-* `TorchEngine`: the model itself, one step per call, for GPUs and wherever torch is faster.
-  oneDNN's RNN primitive is rebuilt on each call, which is ruinous at batch 1 and the fastest
-  path at large batches, so it is switched on only from `ONEDNN_MIN_BATCH` rows.
+* `TorchEngine`: the model's own forward, one step per call, for GPUs, large CPU batches (where
+  oneDNN's fused LSTM wins) and any model `NumpyEngine.computes` does not claim.
 
 `make_engine(model, batch_size)` picks one (NumPy at small batches, torch + oneDNN at large ones
 on CPU; torch on GPUs); `benchmarks/sample_speed.py` measures the choice.
+
+Both are safe for concurrent generations in one process: neither flips a process-wide switch
+(oneDNN stays as torch configures it), and the cache of folded weights is locked.
 """
 
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from .model import CharRNN, Hidden
-from .runtime import onednn_disabled
+from .model import _CORES, CharRNN, Hidden
 
-# At and above this batch, the torch engine keeps oneDNN on (its per-call set-up is amortised).
-ONEDNN_MIN_BATCH = 16
 # From these batch sizes the torch engine (oneDNN on) is faster than NumPy on CPU: see prefers_torch.
 TORCH_MIN_BATCH = 128
 TORCH_MIN_BATCH_NARROW = 64  # for hidden sizes <= 256
@@ -65,6 +65,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 # the tensor's version; replacing a tensor changes its address): building them costs milliseconds,
 # and the trainer and the temperature sweep generate from the same weights many times.
 _FOLDED: weakref.WeakKeyDictionary[CharRNN, tuple[tuple, dict[str, Any]]] = weakref.WeakKeyDictionary()
+_FOLDED_LOCK = threading.Lock()  # generations in several threads share one model's fold
 
 
 def _weights_key(model: CharRNN) -> tuple:
@@ -72,22 +73,42 @@ def _weights_key(model: CharRNN) -> tuple:
 
 
 class NumpyEngine:
-    """CharRNN inference in float32 NumPy (CPU), one character per stream per `step`."""
+    """CharRNN inference in float32 NumPy (CPU), one character per stream per `step`.
+
+    It recomputes the network from its parameters, so it claims only the models whose forward it
+    is known to reproduce (`computes`); anything else runs on `TorchEngine`.
+    """
+
+    @staticmethod
+    def computes(model: CharRNN) -> bool:
+        """Whether this engine computes exactly `model`'s forward (at eval): a `CharRNN` itself (not a
+        subclass, which may change the forward), its core exactly torch's unidirectional, biased,
+        batch-first LSTM, GRU or tanh RNN of the config's sizes, no LSTM projection, on the CPU.
+        The engine-parity test runs every model type of the registry against this claim."""
+        config, rnn = model.config, model.rnn
+        return (type(model) is CharRNN and config.model in _CORES and type(rnn) is _CORES[config.model]
+                and rnn.batch_first and rnn.bias and not rnn.bidirectional and getattr(rnn, "proj_size", 0) == 0
+                and getattr(rnn, "nonlinearity", "tanh") == "tanh" and rnn.num_layers == config.num_layers
+                and rnn.hidden_size == config.hidden_size and rnn.input_size == config.embed_dim
+                and type(model.embed) is torch.nn.Embedding and type(model.head) is torch.nn.Linear
+                and model.head.bias is not None and model.head.weight.device.type == "cpu")
 
     def __init__(self, model: CharRNN, batch_size: int = 1):
+        if not self.computes(model):
+            raise ValueError(f"NumpyEngine does not compute this model ({type(model).__name__}, {model.config.model}); "
+                             "use TorchEngine")
         config = model.config
         self.kind = config.model
         self.num_layers = config.num_layers
         self.hidden_size = config.hidden_size
         self.vocab_size = config.vocab_size
         self.gates = {"lstm": 4, "gru": 3, "rnn": 1}[self.kind]
-        if self.kind == "rnn" and getattr(model.rnn, "nonlinearity", "tanh") != "tanh":
-            raise ValueError("NumpyEngine supports tanh RNNs only")
-        key = _weights_key(model)
-        cached = _FOLDED.get(model)
-        if cached is None or cached[0] != key:
-            cached = (key, self._fold(model))
-            _FOLDED[model] = cached
+        with _FOLDED_LOCK:  # folding takes milliseconds; two threads folding the same model is wasted work
+            key = _weights_key(model)
+            cached = _FOLDED.get(model)
+            if cached is None or cached[0] != key:
+                cached = (key, self._fold(model))
+                _FOLDED[model] = cached
         self.__dict__.update(cached[1])
         self.batch_size = 0
         self._allocate(batch_size)
@@ -265,13 +286,18 @@ class NumpyEngine:
 
 
 class TorchEngine:
-    """The torch model one step at a time (for GPUs, and large CPU batches with oneDNN)."""
+    """The torch model's own forward one step at a time (for GPUs, large CPU batches with oneDNN,
+    and models the NumPy engine does not compute).
 
-    def __init__(self, model: CharRNN, batch_size: int = 1, onednn: bool | None = None):
+    oneDNN is left as torch configures it (on, on CPUs): switching it off per call would flip a
+    process-wide flag under every other thread. At batch 1 that costs speed (oneDNN rebuilds its RNN
+    primitive on each call; see BENCHMARKS.md), which is why small CPU batches run on NumPy.
+    """
+
+    def __init__(self, model: CharRNN, batch_size: int = 1):
         self.model = model.eval()
         self.device = model.head.weight.device
         self.batch_size = batch_size
-        self.onednn = batch_size >= ONEDNN_MIN_BATCH if onednn is None else onednn
         self.hidden: Hidden = model.init_hidden(batch_size)
         self._ids = torch.empty((batch_size, 1), dtype=torch.long, device=self.device)
 
@@ -299,11 +325,7 @@ class TorchEngine:
     @torch.inference_mode()
     def step(self, ids: np.ndarray) -> np.ndarray:
         self._ids.copy_(torch.from_numpy(np.asarray(ids, dtype=np.int64)).view(-1, 1))
-        if self.onednn:
-            logits, self.hidden = self.model(self._ids, self.hidden)
-        else:
-            with onednn_disabled():
-                logits, self.hidden = self.model(self._ids, self.hidden)
+        logits, self.hidden = self.model(self._ids, self.hidden)
         return logits[:, -1].float().cpu().numpy()
 
 
@@ -323,12 +345,12 @@ def prefers_torch(model: CharRNN, batch_size: int) -> bool:
 
 
 def make_engine(model: CharRNN, batch_size: int = 1, backend: str = "auto") -> StepEngine:
-    """The faster engine for this model and batch: see `prefers_torch` on CPU; torch elsewhere."""
+    """The faster engine for this model and batch: see `prefers_torch` on CPU; torch elsewhere, and
+    for every model `NumpyEngine.computes` does not claim."""
     if backend not in ("auto", "numpy", "torch"):
         raise ValueError(f"backend must be auto, numpy or torch, got {backend!r}")
     if backend == "auto":
-        on_cpu = model.head.weight.device.type == "cpu"
-        backend = "torch" if not on_cpu or prefers_torch(model, batch_size) else "numpy"
+        backend = "numpy" if NumpyEngine.computes(model) and not prefers_torch(model, batch_size) else "torch"
     if backend == "numpy":
         return NumpyEngine(model, batch_size)
     return TorchEngine(model, batch_size)

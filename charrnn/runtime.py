@@ -6,7 +6,7 @@ import contextlib
 import functools
 import gc
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 
@@ -82,19 +82,6 @@ def seed_everything(seed: int) -> None:
     """Seed every RNG the library uses (init, dropout); the sampler uses its own generators."""
     random.seed(seed)
     torch.manual_seed(seed)
-
-
-@contextlib.contextmanager
-def onednn_disabled() -> Iterator[None]:
-    """oneDNN re-creates its RNN primitive on every call: ruinous for one-step-at-a-time use."""
-    # Toggle only the enable switch: the public flags() context also resets oneDNN's TF32 setting
-    # and warns about Intel GPUs on every call.
-    previous = torch._C._get_mkldnn_enabled()
-    torch._C._set_mkldnn_enabled(False)
-    try:
-        yield
-    finally:
-        torch._C._set_mkldnn_enabled(previous)
 
 
 @functools.lru_cache(maxsize=1)

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn.config import ModelConfig
+from charrnn.config import MODEL_TYPES, ModelConfig
 from charrnn.engine import NumpyEngine, TorchEngine, make_engine
-from charrnn.model import CharRNN
+from charrnn.model import _CORES, CharRNN
+from charrnn.sample import Decoding, generate_batch
+from charrnn.vocab import Vocab
 
 
 def random_model(kind, layers, hidden=9, vocab=11, embed=6, tie=False):
@@ -19,12 +21,18 @@ def random_model(kind, layers, hidden=9, vocab=11, embed=6, tie=False):
     return model
 
 
+def test_the_registry_is_what_the_parity_test_covers():
+    assert set(_CORES) == set(MODEL_TYPES)  # a new model type is in the parametrisation below
+
+
 @pytest.mark.parametrize("engine_class", [NumpyEngine, TorchEngine])
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
-@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("kind", sorted(_CORES))  # every model type of the registry
+@pytest.mark.parametrize("layers", [1, 2, 3])
+@pytest.mark.parametrize("tie", [False, True])
 @pytest.mark.parametrize("batch", [1, 4])
-def test_engine_steps_equal_the_torch_model(engine_class, kind, layers, batch):
-    model = random_model(kind, layers)
+def test_engine_steps_equal_the_torch_model(engine_class, kind, layers, tie, batch):
+    model = random_model(kind, layers, tie=tie)
+    assert NumpyEngine.computes(model)  # the engine claims every configuration the registry builds
     ids = torch.randint(0, 11, (batch, 25), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         _, start = model(ids[:, :5])  # a non-zero starting state, as after a prime
@@ -81,3 +89,28 @@ def test_engine_choice_on_cpu_follows_the_measurements():
     assert isinstance(make_engine(narrow, 64), TorchEngine) and isinstance(make_engine(wide, 64), NumpyEngine)
     assert isinstance(make_engine(wide, 128), TorchEngine)
     assert isinstance(make_engine(random_model("gru", 1), 256), NumpyEngine)
+
+
+class ShiftedHead(CharRNN):
+    """A model variant the NumPy engine knows nothing about: its forward adds to one logit."""
+
+    def forward(self, idx, hidden=None):
+        logits, hidden = super().forward(idx, hidden)
+        return logits + torch.nn.functional.one_hot(torch.tensor(2), self.config.vocab_size) * 50.0, hidden
+
+
+def test_a_model_the_numpy_engine_does_not_compute_runs_on_its_own_forward():
+    vocab = Vocab.from_text("abcdefghijk")
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=len(vocab), embed_dim=6, hidden_size=9, num_layers=2, dropout=0.0)
+    variant = ShiftedHead(config).eval()
+    assert not NumpyEngine.computes(variant)
+    assert isinstance(make_engine(variant, 1), TorchEngine) and isinstance(make_engine(variant, 256), TorchEngine)
+    with pytest.raises(ValueError, match="does not compute"):
+        NumpyEngine(variant, 1)
+    relu = CharRNN(ModelConfig(vocab_size=len(vocab), model="rnn", embed_dim=6, hidden_size=9, num_layers=1))
+    relu.rnn.nonlinearity = "relu"
+    assert not NumpyEngine.computes(relu)
+    # Warming and every step go through the variant's forward: its logit +50 wins every draw.
+    (sample,) = generate_batch(variant, vocab, 40, prime="abc", decoding=Decoding(temperature=1.0), seed=3)
+    assert sample.text == vocab.chars[2] * 40
