@@ -369,6 +369,23 @@ def _locked(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _removed_if_refused(folder: Path) -> Iterator[None]:
+    """A cache entry made for files that are then refused (binary, empty, not UTF-8, ...) holds
+    nothing but its lock: remove it, so rejected inputs leave no orphan folders in the cache."""
+    new = not folder.exists()
+    try:
+        yield
+    except BaseException:
+        if new:
+            with contextlib.suppress(OSError):
+                if all(p.name.startswith(".lock") or p.name.endswith(".lock") for p in folder.iterdir()):
+                    for p in folder.iterdir():
+                        p.unlink()
+                    folder.rmdir()
+        raise
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     from .checkpoint import atomic_write
 
@@ -489,7 +506,7 @@ class CorpusFiles:
     def stats(self) -> dict[str, Any]:
         """Characters per file, vocabulary and content hash (from the cache when it is current)."""
         if self._stats is None:
-            with _locked(self.entry):
+            with _removed_if_refused(self.entry), _locked(self.entry):
                 self._stats = self._current_stats()
         return self._stats
 
@@ -558,7 +575,7 @@ class CorpusFiles:
         if not 0.0 < val_frac < 1.0:
             raise CharRNNError(f"val_frac must be in (0, 1), got {val_frac}")
         entry = self.entry
-        with _locked(entry):
+        with _removed_if_refused(entry), _locked(entry):
             stats = self._stats = self._current_stats()
             vocab = vocab or Vocab(stats["vocab"])
             lacking = vocab.unknown("".join(stats["vocab"]))

@@ -25,18 +25,27 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint
-from .config import ModelConfig, TrainConfig
+from .config import PRESET_REFERENCE, ModelConfig, TrainConfig, preset_of_model
 from .corpus_cache import CorpusSource, as_source
-from .data import StreamBatcher, stream_rows, to_long
+from .data import StreamBatcher, sizes_that_fit, stream_rows, to_long
 from .distributed import Distributed
 from .errors import CharRNNError
 from .model import CharRNN, Hidden, detach_hidden
-from .plots import LossCurve, plot_losses
+from .plots import LossCurve, load_pyplot, plot_losses
 from .runtime import autocast, derived_seed, release_free_memory, resolve_precision, seed_everything
 from .vocab import Vocab
 
 LOG2E = 1.0 / math.log(2.0)
 EXPLODE_FACTOR = 3.0  # char-rnn's guard: a loss this many times the first one means divergence
+# Beyond these, a divergence is blamed on the setting rather than on the learning rate.
+LARGE_WEIGHT_DECAY = 0.1
+LARGE_GRAD_CLIP = 100.0
+# The final evaluation's cost is estimated from a probe of this many validation columns (see
+# Trainer._estimate_eval_cost), plus the checkpoint writes and the plot.
+EVAL_PROBE_COLUMNS = 256  # one chunk of `evaluate`: representative, and cheap however big validation is
+EVAL_MARGIN = 1.1  # the machine's load varies between the probe and the real thing; overshooting is worse
+SAVE_ALLOWANCE = 0.25  # seconds: meta.json, a sample, the fsyncs
+SAVE_BYTES_PER_SEC = 50e6
 
 Log = Callable[[dict[str, Any]], None]
 
@@ -50,10 +59,44 @@ class TrainResult:
     elapsed: float
     stop_reason: str
     history: dict[str, list]
+    train_config: TrainConfig | None = None
+    model_config: ModelConfig | None = None
 
     @property
     def best_val_bits(self) -> float | None:
         return None if self.best_val_loss is None else self.best_val_loss * LOG2E
+
+
+UNDERTRAINED_FACTOR = 1.3  # a best loss this many times what the preset normally reaches is "far above" it
+BUSY_FACTOR = 0.5  # under half the preset's usual speed: something else was using the CPU
+
+
+def undertrained_note(result: TrainResult) -> str | None:
+    """A sentence for the summary when a run ended undertrained, saying what to do; else None.
+
+    Undertrained: its clock ran out before the first scheduled evaluation, or its best loss is far
+    above what its preset's model normally reaches (on tiny Shakespeare; see PRESET_REFERENCE).
+    """
+    cfg = result.train_config
+    if cfg is None or result.stop_reason not in ("time_budget", "max_steps") or result.best_val_loss is None:
+        return None
+    rate = result.step * cfg.batch_size * cfg.seq_len / result.elapsed if result.elapsed > 0 else 0.0
+    preset = preset_of_model(result.model_config) if result.model_config is not None else None
+    reference = PRESET_REFERENCE.get(preset or "")
+    if result.stop_reason == "time_budget" and result.step < cfg.eval_interval:
+        what = (f"the time budget ran out at step {result.step}, before the first scheduled evaluation "
+                f"(step {cfg.eval_interval}): the model has hardly started learning")
+    elif reference and result.best_val_loss > UNDERTRAINED_FACTOR * reference["val_loss"]:
+        what = (f"best val loss {result.best_val_loss:.2f} nats/char is far above the ~{reference['val_loss']:.2f} "
+                f"the {preset} preset's model reaches on tiny Shakespeare: it is undertrained")
+    else:
+        return None
+    speed = f"{rate / 1000:.1f}k chars/s"
+    if reference and rate < BUSY_FACTOR * reference["chars_per_sec"]:
+        speed += (f", under half the ~{reference['chars_per_sec'] / 1000:.0f}k of an idle 2-core CPU: other "
+                  "programs were using it")
+    return (f"{what} ({result.step} step{'' if result.step == 1 else 's'} at {speed}). Give it a longer --time-budget (or --max-steps), "
+            f"train on a quieter machine, or continue it with --resume {result.run_dir} --time-budget 5m")
 
 
 def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -64,6 +107,10 @@ def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
         return cfg.lr
     p = min(max(progress, 0.0), 1.0)
     return cfg.lr * (cfg.min_lr_frac + (1.0 - cfg.min_lr_frac) * 0.5 * (1.0 + math.cos(math.pi * p)))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def sha256_text(text: str) -> str:
@@ -104,6 +151,47 @@ def val_streams(val_ids: np.ndarray, seq_len: int, max_streams: int = 64) -> np.
         raise CharRNNError("validation split has fewer than 2 characters; use a longer text or a larger --val-frac")
     streams = max(1, min(max_streams, (n - 1) // max(seq_len, 1)))
     return stream_rows(val_ids, streams)
+
+
+# Validation fractions a hint may suggest when the split leaves too little on one side.
+_HINT_VAL_FRACS = (0.1, 0.2, 0.25, 0.3, 0.4, 0.5)
+
+
+def check_split(n_train: int, n_val: int, cfg: TrainConfig) -> None:
+    """Refuse a split that cannot train or cannot be evaluated, naming the real cause, with a hint
+    whose every suggestion trains: the sizes suggested leave room for the validation split too.
+
+    `n_train`/`n_val` are the characters on each side of the split (one batch needs B x (T+1)
+    training characters; evaluation needs 2 validation characters).
+    """
+    need = cfg.batch_size * (cfg.seq_len + 1)
+    if n_train >= need and n_val >= 2:
+        return
+    total = n_train + n_val
+
+    def sides(frac: float) -> tuple[int, int]:  # as data.split cuts the text
+        kept = int(total * (1.0 - frac))
+        return kept, total - kept
+
+    # An unusually large --val-frac that starves training is the cause to name, not the text's length.
+    blame_frac = n_train < need and cfg.val_frac > max(_HINT_VAL_FRACS)
+    fracs = ([] if blame_frac else [cfg.val_frac]) + [f for f in _HINT_VAL_FRACS if f != cfg.val_frac]
+    usable = [f for f in fracs if sides(f)[0] >= 2 and sides(f)[1] >= 2]
+    frac = usable[0] if usable else None
+    if frac is None:
+        options: list[str] = []
+    else:
+        prefix = "" if frac == cfg.val_frac else f"--val-frac {frac:g} "
+        options = [prefix + o for o in sizes_that_fit(sides(frac)[0], cfg.batch_size, cfg.seq_len)] or [prefix.strip()]
+    hint = ("try " + " or ".join(options) + ("" if blame_frac else ", or a longer text")) if options else "use a longer text"
+    if blame_frac:
+        raise CharRNNError(f"--val-frac {cfg.val_frac:g} leaves {n_train:,} of the text's {total:,} characters "
+                           f"for training, too few for one batch of {cfg.batch_size} x {cfg.seq_len + 1}; {hint}")
+    if n_val < 2:
+        raise CharRNNError(f"the validation split (--val-frac {cfg.val_frac:g} of {total:,} characters) holds "
+                           f"{n_val} character{'s' if n_val != 1 else ''}, and evaluating needs at least 2; {hint}")
+    raise CharRNNError(f"training text has {n_train:,} characters, too few for one batch of "
+                       f"{cfg.batch_size} x {cfg.seq_len + 1}; {hint}")
 
 
 def _available_memory(device: torch.device) -> int | None:
@@ -234,6 +322,7 @@ class Trainer:
         self.model_config = model_config
         data = source.load(self.vocab, train_config.val_frac)  # compact ids; memory-mapped for CorpusFiles
         self.corpus = {**(corpus or {}), **data.info}
+        check_split(len(data.train_ids), len(data.val_ids), train_config)
         # Under torchrun each rank trains its own rows of the global batch (distributed.py).
         self.batcher = self.dist.shard(StreamBatcher.from_ids(data.train_ids, train_config.batch_size,
                                                               train_config.seq_len, train_config.seed))
@@ -264,6 +353,8 @@ class Trainer:
         self.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self.extra_meta: dict[str, Any] = {}
         self.curve = LossCurve()  # the per-step loss for the plot, bounded however long the run
+        self.restored = False  # True once `restore` continued a saved run
+        self.time_added: float | None = None  # on a resume, the seconds a new time budget gave
 
     def restart_average(self) -> None:
         """Start the moving average (--ema) from the current weights."""
@@ -355,10 +446,15 @@ class Trainer:
         self.best_val_loss = meta.get("best_val_loss")
         self.best_step = meta.get("best_step")
         self.created = meta.get("created", self.created)
+        starts = meta.get("starts")  # where earlier sessions began (the loss plot marks them); plain data
+        if isinstance(starts, list):
+            self.extra_meta["starts"] = [s for s in starts if isinstance(s, dict) and _is_number(s.get("step"))
+                                         and _is_number(s.get("time")) and isinstance(s.get("label"), str)]
         if meta.get("corpus", {}).get("sha256") not in (None, self.corpus["sha256"]):
             self.log({"event": "warning", "message": "the corpus changed since this run was saved; "
                       "continuing at the same position in the new text"})
         _set_rng_state(self.dist.rng_state_for_me(state), self.device)
+        self.restored = True
         if self.dist.is_main:
             self._truncate_metrics(self.step)
 
@@ -449,7 +545,18 @@ class Trainer:
         if bad or loss > EXPLODE_FACTOR * self.first_loss:
             where = self._kept_checkpoint()
             what = f"became {loss}" if bad else f"exploded to {loss:.3f} (first loss {self.first_loss:.3f})"
-            raise CharRNNError(f"training loss {what} at step {self.step}; try a lower --lr{where}")
+            raise CharRNNError(f"training loss {what} at step {self.step}; {self._divergence_hint()}{where}")
+
+    def _divergence_hint(self) -> str:
+        """What to change, naming the setting that most likely caused it, not always the lr."""
+        cfg = self.cfg
+        if cfg.weight_decay > LARGE_WEIGHT_DECAY:  # AdamW shrinks every weight by lr * wd per step
+            return (f"--weight-decay {cfg.weight_decay:g} is far above the usual 0-{LARGE_WEIGHT_DECAY:g}; "
+                    "try a smaller one")
+        if cfg.grad_clip > LARGE_GRAD_CLIP:
+            return (f"--grad-clip {cfg.grad_clip:g} hardly clips; try the default {TrainConfig.grad_clip:g} "
+                    f"or a lower --lr (now {cfg.lr:g})")
+        return f"try a lower --lr (now {cfg.lr:g})"
 
     def _kept_checkpoint(self) -> str:
         """The end of a divergence message: which checkpoint survives, if any does."""
@@ -487,7 +594,8 @@ class Trainer:
             val_loss = self.dist.evaluate(evaluate, self.model, self.val, self.device, self.precision)
             if not math.isfinite(val_loss):  # the last update broke the weights: never save them
                 where = self._kept_checkpoint()
-                raise CharRNNError(f"validation loss became {val_loss} at step {self.step}; try a lower --lr{where}")
+                raise CharRNNError(f"validation loss became {val_loss} at step {self.step}; "
+                                   f"{self._divergence_hint()}{where}")
             h = self.history
             h["step"].append(self.step)
             h["epoch"].append(round(self.epoch + self.index / self.batcher.windows_per_epoch, 4))
@@ -517,23 +625,76 @@ class Trainer:
         if not self.dist.is_main:
             return
         try:
-            plot_losses(self.history, self.run_dir / "losses.png", metrics=self.curve)
+            starts = [(s["step"], s["time"], s["label"]) for s in self.extra_meta.get("starts", [])]
+            plot_losses(self.history, self.run_dir / "losses.png", metrics=self.curve,
+                        title=self.run_dir.resolve().name, starts=starts)
         except Exception as exc:  # a plot must never stop training
             self.log({"event": "warning", "message": f"could not draw the loss plot: {exc}"})
 
     def run(self) -> TrainResult:
-        cfg = self.cfg
+        resumed_at = self.step if self.restored else None
+        if resumed_at is not None:  # marked on the loss plot
+            self.extra_meta["starts"] = [*self.extra_meta.get("starts", []),
+                                         {"step": self.step, "time": round(self.elapsed, 2), "label": "resumed"}]
+        created = not self.run_dir.exists()
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CharRNNError(f"cannot create run folder {self.run_dir}: {exc.strerror or exc}") from None
         if self.dist.is_main:  # the one writer; another rank would delete rank 0's writes in flight
             checkpoint.remove_stale_temp_files(self.run_dir)  # half-written files of a killed run
+        try:
+            return self._run(resumed_at)
+        except BaseException:
+            if self.dist.is_main:
+                self._remove_if_nothing_saved(created)
+            raise
+
+    def _remove_if_nothing_saved(self, created: bool) -> None:
+        """A run that failed before its first save leaves nothing behind: its per-step log goes, and
+        the folder too if this run created it (so the name is free for the next run)."""
+        if any((self.run_dir / name).exists() for name in (checkpoint.BEST, checkpoint.LAST)):
+            return
+        with contextlib.suppress(OSError):
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            checkpoint.remove_stale_temp_files(self.run_dir)
+            if created:
+                self.run_dir.rmdir()  # only if empty: never remove what someone else put there
+
+    def _estimate_eval_cost(self) -> float:
+        """Seconds the final evaluation and save will take, before one has run (afterwards the last
+        one's measured cost is used). Times the validation pass over its first columns and scales
+        up, plus the writes; without this a run that ends before its first evaluation overshoots
+        its budget by a whole validation pass."""
+        columns = self.val.shape[1] - 1  # characters scored per stream
+        probe = min(columns, EVAL_PROBE_COLUMNS)
+        t = time.perf_counter()
+        self.dist.evaluate(evaluate, self.model, self.val[:, : probe + 1], self.device, self.precision)
+        scored = (time.perf_counter() - t) * columns / max(probe, 1)
+        if self.dist.is_main:
+            load_pyplot()  # once per process, on the clock but not part of every plot's cost
+        t = time.perf_counter()
+        if self.dist.is_main:  # the plot, drawn but not written
+            with contextlib.suppress(Exception):
+                plot_losses(self.history, None, metrics=self.curve)
+        release_free_memory()  # as after every evaluation
+        drawn = time.perf_counter() - t
+        weights_bytes = 4 * sum(p.numel() for p in self.params) * (4 if self.ema is None else 5)  # + Adam moments
+        return EVAL_MARGIN * (scored + drawn) + SAVE_ALLOWANCE + weights_bytes / SAVE_BYTES_PER_SEC
+
+    def _run(self, resumed_at: int | None) -> TrainResult:
+        cfg = self.cfg
         self.model.train()
         stop = _StopFlag()
         start_elapsed = self.elapsed
         t0 = time.perf_counter()
-        last_eval_cost = 0.0
+        if cfg.max_steps is not None and self.step >= cfg.max_steps:
+            last_eval_cost = 0.0  # done already: nothing to estimate
+        elif cfg.time_budget is not None and self.elapsed < cfg.time_budget:
+            last_eval_cost = self._estimate_eval_cost()
+        else:
+            last_eval_cost = 0.0
+        step_cost = 0.0  # the last step's seconds: the budget must hold one more step and the evaluation
         recent: list[float] = []
         chars_per_step = cfg.batch_size * cfg.seq_len
         log_t, log_step = time.perf_counter(), self.step
@@ -543,7 +704,7 @@ class Trainer:
                   "precision": self.precision, "params": sum(p.numel() for p in self.model.parameters()),
                   "model_config": self.model_config.to_dict(), "train_config": cfg.to_dict(),
                   "vocab_size": len(self.vocab), "windows_per_epoch": self.batcher.windows_per_epoch,
-                  "resumed_at": self.step, "world_size": self.dist.world_size})
+                  "resumed_at": self.step, "elapsed": self.elapsed, "world_size": self.dist.world_size})
         try:
             with stop.installed():
                 while True:
@@ -552,17 +713,20 @@ class Trainer:
                         break
                     # Under torchrun all processes agree on the clock (it drives the schedule and the
                     # budget) and on signals, so every rank decides the same at the same step.
-                    self.elapsed, last_eval_cost, stop.signal = self.dist.agree(self.elapsed, last_eval_cost, stop.signal)
-                    # Stop early enough that the final evaluation still fits in the budget.
-                    if cfg.time_budget is not None and self.elapsed + last_eval_cost >= cfg.time_budget:
+                    self.elapsed, reserve, stop.signal = self.dist.agree(self.elapsed, last_eval_cost + step_cost,
+                                                                         stop.signal)
+                    # Stop early enough that the next step and the final evaluation still fit in the budget.
+                    if cfg.time_budget is not None and self.elapsed + reserve >= cfg.time_budget:
                         reason = "time_budget"
                         break
                     if stop.signal:
                         reason = stop.signal
                         self.log({"event": "stopping", "signal": stop.signal, "step": self.step})
                         break
+                    s0 = time.perf_counter()
                     loss = self.train_step()
                     self.elapsed = start_elapsed + time.perf_counter() - t0
+                    step_cost = time.perf_counter() - s0
                     self._check_loss(loss)
                     recent.append(loss)
                     metrics.write({"step": self.step, "loss": round(loss, 5), "lr": self._lr,
@@ -592,6 +756,8 @@ class Trainer:
                         if patience_out:
                             reason = "early_stop"
                             break
+            if self.step == resumed_at and reason in ("max_steps", "time_budget"):
+                raise CharRNNError(self._nothing_left(reason, last_eval_cost))
             if not self.history["step"] or self.history["step"][-1] != self.step:
                 metrics.flush()
                 self._evaluate_and_save(sum(recent) / len(recent) if recent else None)
@@ -602,11 +768,24 @@ class Trainer:
             raise
         metrics.close()
         result = TrainResult(self.run_dir, self.best_val_loss, self.best_step, self.step, self.elapsed,
-                             reason, self.history)
+                             reason, self.history, cfg, self.model_config)
         self.log({"event": "end", "reason": reason, "step": self.step, "elapsed": self.elapsed,
                   "best_val_loss": self.best_val_loss, "best_step": self.best_step,
                   "best_path": str(self.run_dir / checkpoint.BEST)})
         return result
+
+    def _nothing_left(self, reason: str, eval_cost: float) -> str:
+        """A resumed run whose limits are already spent: say how to give it more."""
+        if reason == "time_budget" and self.time_added is not None:
+            return (f"a time budget of {self.time_added:.0f}s more is too short to train a step and evaluate "
+                    f"(evaluating and saving take about {eval_cost:.0f}s); give more, e.g. --time-budget "
+                    f"{max(5, math.ceil(3 * eval_cost / 60))}m")
+        if reason == "max_steps":
+            spent = f"its step limit ({self.cfg.max_steps})"
+        else:
+            spent = f"its time budget ({self.cfg.time_budget:.0f}s, {self.elapsed:.0f}s used)"
+        return (f"{self.run_dir} already reached {spent} at step {self.step}; to continue it, give a new limit: "
+                f"--max-steps N (to step N > {self.step}) or --time-budget T (T more)")
 
     def _done_frac(self) -> float:
         """How much of the run's limit (steps or clock, whichever comes first) is used."""
@@ -644,7 +823,12 @@ def train(text: str | CorpusSource, run_dir: str | os.PathLike, model_config: Mo
 
 def resume(text: str | CorpusSource, run_dir: str | os.PathLike, *, log: Log | None = None,
            **overrides: Any) -> TrainResult:
-    """Continue the run in `run_dir` exactly where it stopped; `overrides` change train-config limits."""
+    """Continue the run in `run_dir` exactly where it stopped; `overrides` change train-config settings.
+
+    Without a new limit the run continues under its own (what an interrupted run has left). A new
+    limit replaces the saved ones: `max_steps=N` continues to step N, `time_budget=T` gives the
+    run T more seconds; with both, whichever comes first. A run whose limits are spent says so.
+    """
     ckpt = checkpoint.load(run_dir, prefer=checkpoint.LAST)
     if ckpt.path.name != checkpoint.LAST:
         raise CharRNNError(f"{run_dir} has no {checkpoint.LAST} to resume from")
@@ -652,11 +836,30 @@ def resume(text: str | CorpusSource, run_dir: str | os.PathLike, *, log: Log | N
     if unknown:
         raise CharRNNError(f"the corpus does not match the run's vocabulary (it adds {unknown[:10]}); "
                            "resume needs the same text; use --init-from to fine-tune on a new one")
+    overrides = resumed_limits(ckpt.meta, overrides)
     cfg = TrainConfig.from_dict({**ckpt.meta["train_config"], **overrides})
     trainer = Trainer(text, run_dir, ckpt.model_config, cfg, vocab=ckpt.vocab,
                       corpus=ckpt.meta.get("corpus"), log=log)
     trainer.restore(ckpt)
+    if "time_budget" in overrides and overrides["time_budget"] is not None:
+        trainer.time_added = cfg.time_budget - trainer.elapsed
     return trainer.run()
+
+
+def resumed_limits(meta: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` with the limits of a resume made absolute (see `resume`): a new time budget
+    counts from the time the run has already used, and a new limit of one kind drops the saved
+    limit of the other (the saved clock of a finished run would stop it at once)."""
+    out = dict(overrides)
+    if out.get("max_steps") is None and out.get("time_budget") is None:
+        return out
+    out.setdefault("max_steps", None)
+    if out.get("time_budget") is not None:
+        used = meta.get("elapsed", 0.0)
+        out["time_budget"] = float(out["time_budget"]) + (float(used) if isinstance(used, (int, float)) else 0.0)
+    else:
+        out["time_budget"] = None
+    return out
 
 
 def fine_tune(text: str | CorpusSource, run_dir: str | os.PathLike, init_from: str | os.PathLike,
@@ -680,6 +883,7 @@ def fine_tune(text: str | CorpusSource, run_dir: str | os.PathLike, init_from: s
         _copy_rows(source.model.state_dict(), new_state, n_old)
     trainer.restart_average()
     trainer.extra_meta["init_from"] = str(source.path)
+    trainer.extra_meta["starts"] = [{"step": 0, "time": 0.0, "label": f"fine-tuned from {source.path.parent.name}"}]
     metrics = Path(run_dir) / "metrics.jsonl"
     if trainer.dist.is_main and metrics.exists():
         metrics.unlink()
