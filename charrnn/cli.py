@@ -114,7 +114,7 @@ class _Progress:
             budget = f", time budget {_fmt_time(t['time_budget'])}" if t["time_budget"] else ""
             steps = f", max {t['max_steps']} steps" if t["max_steps"] else ""
             resumed = (f", resuming at step {event['resumed_at']} ({_fmt_time(event.get('elapsed'))} used)"
-                       if event["resumed_at"] else "")
+                       if event.get("resumed", event["resumed_at"]) else "")
             procs = f" x {event['world_size']} processes" if event.get("world_size", 1) > 1 else ""
             regularised = "".join(f", {label} {value:g}" for label, value in (
                 ("dropout", m.get("dropout", 0)), ("weight drop", m.get("weight_drop", 0)), ("EMA", t.get("ema", 0)))

@@ -704,7 +704,8 @@ class Trainer:
                   "precision": self.precision, "params": sum(p.numel() for p in self.model.parameters()),
                   "model_config": self.model_config.to_dict(), "train_config": cfg.to_dict(),
                   "vocab_size": len(self.vocab), "windows_per_epoch": self.batcher.windows_per_epoch,
-                  "resumed_at": self.step, "elapsed": self.elapsed, "world_size": self.dist.world_size})
+                  "resumed_at": self.step, "resumed": self.restored, "elapsed": self.elapsed,
+                  "world_size": self.dist.world_size})
         try:
             with stop.installed():
                 while True:

@@ -332,3 +332,26 @@ def test_the_loss_plot_names_the_run_and_marks_where_sessions_began(tmp_path, mo
     assert sorted(drawn["lines"]) == [0, 0, 2.0, 200]  # steps on the left, minutes on the right
     assert not any(drawn["math"])  # drawn literally, never as mathtext
     assert (tmp_path / "losses.png").stat().st_size > 0
+
+
+def test_the_cli_summary_says_undertrained_and_a_new_step_limit_continues(tmp_path, text_file):
+    # The path end to end: a time-budget run that never reached its first evaluation says so,
+    # and `--resume RUN --max-steps N` then trains on instead of printing "done" at once.
+    from click.testing import CliRunner
+
+    from charrnn.cli import main
+
+    tiny = ["--embed-dim", "8", "--hidden-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-len", "16",
+            "--device", "cpu", "--sample-length", "0", "--precision", "fp32", "--eval-interval", "100000"]
+    run_dir = tmp_path / "run"
+    first = CliRunner().invoke(main, ["train", str(text_file), "--out", str(run_dir), "--time-budget", "3s", *tiny],
+                               catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    assert "undertrained: the time budget ran out at step" in first.output
+    assert "before the first scheduled evaluation (step 100000)" in first.output
+    step = checkpoint.load(run_dir / "last.pt").meta["step"]
+    more = CliRunner().invoke(main, ["train", str(text_file), "--resume", str(run_dir), "--max-steps", str(step + 5)],
+                              catch_exceptions=False)
+    assert more.exit_code == 0, more.output
+    assert f"resuming at step {step}" in more.output and "done (max_steps)" in more.output
+    assert checkpoint.load(run_dir / "last.pt").meta["step"] == step + 5
