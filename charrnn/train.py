@@ -783,6 +783,9 @@ class Trainer:
                     f"{max(5, math.ceil(3 * eval_cost / 60))}m")
         if reason == "max_steps":
             spent = f"its step limit ({self.cfg.max_steps})"
+        elif self.elapsed < self.cfg.time_budget:  # some left, but less than the final evaluation takes
+            spent = (f"the end of its time budget ({self.cfg.time_budget - self.elapsed:.0f}s left, less than "
+                     f"the ~{eval_cost:.0f}s evaluating and saving take)")
         else:
             spent = f"its time budget ({self.cfg.time_budget:.0f}s, {self.elapsed:.0f}s used)"
         return (f"{self.run_dir} already reached {spent} at step {self.step}; to continue it, give a new limit: "
