@@ -527,6 +527,11 @@ class CorpusFiles:
         n_val = sum(tails) + sep * max(sum(1 for t in tails if t) - 1, 0)
         return heads, n_train, n_val
 
+    def split_sizes(self, val_frac: float) -> tuple[int, int]:
+        """Training and validation characters under `val_frac` (what a hint needs, without encoding)."""
+        _, n_train, n_val = self._layout(self.stats(), val_frac)
+        return n_train, n_val
+
     def _write_ids(self, path: Path, vocab: Vocab, heads: list[int], n_train: int, n_val: int) -> None:
         """Pass 2: ids written straight to disk, train part first, then validation (atomic rename)."""
         dtype = id_dtype(len(vocab))

@@ -157,20 +157,24 @@ def val_streams(val_ids: np.ndarray, seq_len: int, max_streams: int = 64) -> np.
 _HINT_VAL_FRACS = (0.1, 0.2, 0.25, 0.3, 0.4, 0.5)
 
 
-def check_split(n_train: int, n_val: int, cfg: TrainConfig) -> None:
+def check_split(n_train: int, n_val: int, cfg: TrainConfig,
+                split_sizes: Callable[[float], tuple[int, int]] | None = None) -> None:
     """Refuse a split that cannot train or cannot be evaluated, naming the real cause, with a hint
     whose every suggestion trains: the sizes suggested leave room for the validation split too.
 
     `n_train`/`n_val` are the characters on each side of the split (one batch needs B x (T+1)
-    training characters; evaluation needs 2 validation characters).
+    training characters; evaluation needs 2 validation characters); `split_sizes(val_frac)` gives
+    them for another fraction (default: the joined text cut once, as `data.split` does).
     """
     need = cfg.batch_size * (cfg.seq_len + 1)
     if n_train >= need and n_val >= 2:
         return
     total = n_train + n_val
 
-    def sides(frac: float) -> tuple[int, int]:  # as data.split cuts the text
-        kept = int(total * (1.0 - frac))
+    def sides(frac: float) -> tuple[int, int]:
+        if split_sizes is not None:
+            return split_sizes(frac)
+        kept = int(total * (1.0 - frac))  # as data.split cuts the text
         return kept, total - kept
 
     # An unusually large --val-frac that starves training is the cause to name, not the text's length.
@@ -322,7 +326,7 @@ class Trainer:
         self.model_config = model_config
         data = source.load(self.vocab, train_config.val_frac)  # compact ids; memory-mapped for CorpusFiles
         self.corpus = {**(corpus or {}), **data.info}
-        check_split(len(data.train_ids), len(data.val_ids), train_config)
+        check_split(len(data.train_ids), len(data.val_ids), train_config, getattr(source, "split_sizes", None))
         # Under torchrun each rank trains its own rows of the global batch (distributed.py).
         self.batcher = self.dist.shard(StreamBatcher.from_ids(data.train_ids, train_config.batch_size,
                                                               train_config.seq_len, train_config.seed))

@@ -340,14 +340,17 @@ def test_no_run_anywhere_says_how_to_make_one(tmp_path, monkeypatch):
     assert "--checkpoint" in line
 
 
-@pytest.mark.parametrize("chars, extra", [(10, []), (4, []), (300, ["--val-frac", "0.999999"])])
-def test_every_size_a_hint_suggests_trains(tmp_path, monkeypatch, chars, extra):
+@pytest.mark.parametrize("chars, extra, files", [(10, [], 1), (4, [], 1), (300, ["--val-frac", "0.999999"], 1),
+                                                 (15, [], 3)])
+def test_every_size_a_hint_suggests_trains(tmp_path, monkeypatch, chars, extra, files):
     # A corpus too small for the default sizes: the error names sizes, and each one given must train
     # (the validation split included: a 10-character text once got --batch-size 1 --seq-len 8, which
     # then failed on a 1-character validation split).
     monkeypatch.chdir(tmp_path)
-    text = tmp_path / "tiny.txt"
-    text.write_text(("abcdefghij\n" * 40)[:chars], encoding="utf-8")
+    text = tmp_path / "tiny"  # with several files, validation is the end of each (the default split)
+    text.mkdir()
+    for i in range(files):
+        (text / f"part{i}.txt").write_text(("abcdefghij\n" * 40)[:chars // files], encoding="utf-8")
     small = ["--embed-dim", "8", "--hidden-size", "16", "--num-layers", "1", "--device", "cpu", "--sample-length", "0",
              "--precision", "fp32", "--max-steps", "1"]
     line = one_error_line(invoke(["train", text, *small, *extra]))
