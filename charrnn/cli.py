@@ -17,7 +17,16 @@ from typing import Any
 
 import click
 
-from .config import PRESETS, ModelConfig, TrainConfig, parse_duration
+from .config import (
+    MAX_GRAD_CLIP,
+    MAX_LR,
+    MAX_STEPS,
+    MAX_WEIGHT_DECAY,
+    PRESETS,
+    ModelConfig,
+    TrainConfig,
+    parse_duration,
+)
 from .errors import CharRNNError
 from .progress import TrainProgress, fmt_time
 from .sweep import SweepConfig
@@ -115,6 +124,28 @@ def main() -> None:
 # train
 
 
+def _preset_default(section: str, key: str) -> str:
+    """What `--help` shows as an option's default: the presets decide most model and optimiser
+    options, so name the value of each (`quick` is what a CPU run gets by default)."""
+    fallback = (ModelConfig if section == "model" else TrainConfig).__dataclass_fields__[key].default
+
+    def show(value: Any) -> str:
+        if value is None:
+            return "off"
+        if key == "time_budget":
+            return fmt_time(value)
+        return str(value).lower() if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else str(value)
+
+    values = {name: show(preset[section].get(key, fallback)) for name, preset in PRESETS.items()}
+    if len(set(values.values())) == 1:
+        return next(iter(values.values()))
+    return "by --preset: " + ", ".join(f"{name} {value}" for name, value in values.items())
+
+
+def _preset_help(text: str, section: str, key: str) -> str:
+    return f"{text}  [default: {_preset_default(section, key)}]"
+
+
 def _runs_dir_for(text_file: str) -> Path:
     stem = Path(text_file.rstrip("/\\")).stem or "run"
     base = Path(CHECKPOINT_ROOT) / stem
@@ -129,33 +160,34 @@ def _runs_dir_for(text_file: str) -> Path:
 @click.argument("text_files", nargs=-1, metavar="TEXT...")
 @click.option("--preset", type=click.Choice(["auto", *PRESETS]), default="auto", show_default=True,
               help="Named configuration (see README); every flag below overrides it. "
-                   "auto: gpu on CUDA, else by --time-budget (quick <= 5m, cpu10 <= 20m, cpu30).")
-@click.option("--model", type=click.Choice(["lstm", "gru", "rnn"]), default=None, help="Recurrent core.  [default: lstm]")
-@click.option("--embed-dim", type=click.IntRange(1, 65536), default=None, help="Character embedding size.")
-@click.option("--hidden-size", type=click.IntRange(1, 65536), default=None, help="Units per recurrent layer.")
-@click.option("--num-layers", type=click.IntRange(1, 64), default=None, help="Recurrent layers.")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None, help="Dropout between layers and before the head.")
-@click.option("--weight-drop", type=click.FloatRange(0, 1, max_open=True), default=None, help="DropConnect on the recurrent weights while training (AWD-LSTM).  [default: 0]")
-@click.option("--tie-weights/--no-tie-weights", default=None, help="Share embedding and head weights (needs --embed-dim = --hidden-size).")
-@click.option("--batch-size", type=click.IntRange(1, 65536), default=None, help="Contiguous streams per step.")
-@click.option("--seq-len", type=click.IntRange(1, 1 << 20), default=None, help="Characters per BPTT window.")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help="Peak learning rate (Adam).")
-@click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default=None, help="Decay after warm-up.  [default: cosine]")
-@click.option("--min-lr-frac", type=click.FloatRange(0, 1), default=None, help="Where the cosine ends, as a fraction of --lr.  [default: 0.1]")
-@click.option("--warmup-steps", type=click.IntRange(0), default=None, help="Linear learning-rate warm-up steps.")
-@click.option("--decay-steps", type=click.IntRange(1), default=None, help="Steps over which the cosine decays (fixes the schedule across resumes).  [default: the whole run]")
-@click.option("--weight-decay", type=click.FloatRange(0), default=None, help="AdamW weight decay.")
-@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=None, help="Evaluate, keep and sample a moving average of the weights with this decay, e.g. 0.999 (0: off).  [default: 0]")
-@click.option("--grad-clip", type=click.FloatRange(0, min_open=True), default=None, help="Clip the gradient's global norm to this.")
-@click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after this many steps.")
-@click.option("--time-budget", callback=_duration, default=None, help="Stop after this much wall clock, evaluation included (90s, 10m, 1h).")
-@click.option("--eval-interval", type=click.IntRange(1), default=None, help="Steps between full validation passes.")
-@click.option("--log-interval", type=click.IntRange(1), default=None, help="Steps between progress updates.")
-@click.option("--val-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, help="Share of the text (its end) held out for validation.  [default: 0.1]")
-@click.option("--patience", type=click.IntRange(1), default=None, help="Stop after this many evaluations without improvement.")
+                   "auto: gpu on CUDA, else by --time-budget (quick <= 5m, cpu10 <= 20m, cpu30), so a CPU run "
+                   "with the default budget gets quick.")
+@click.option("--model", type=click.Choice(["lstm", "gru", "rnn"]), default=None, help=_preset_help("Recurrent core.", "model", "model"))
+@click.option("--embed-dim", type=click.IntRange(1, 65536), default=None, help=_preset_help("Character embedding size.", "model", "embed_dim"))
+@click.option("--hidden-size", type=click.IntRange(1, 65536), default=None, help=_preset_help("Units per recurrent layer.", "model", "hidden_size"))
+@click.option("--num-layers", type=click.IntRange(1, 64), default=None, help=_preset_help("Recurrent layers.", "model", "num_layers"))
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None, help=_preset_help("Dropout between layers and before the head.", "model", "dropout"))
+@click.option("--weight-drop", type=click.FloatRange(0, 1, max_open=True), default=None, help=_preset_help("DropConnect on the recurrent weights while training (AWD-LSTM).", "model", "weight_drop"))
+@click.option("--tie-weights/--no-tie-weights", default=None, help=_preset_help("Share embedding and head weights (needs --embed-dim = --hidden-size).", "model", "tie_weights"))
+@click.option("--batch-size", type=click.IntRange(1, 65536), default=None, help=_preset_help("Contiguous streams per step.", "train", "batch_size"))
+@click.option("--seq-len", type=click.IntRange(1, 1 << 20), default=None, help=_preset_help("Characters per BPTT window.", "train", "seq_len"))
+@click.option("--lr", type=click.FloatRange(0, MAX_LR, min_open=True), default=None, help=_preset_help(f"Peak learning rate (AdamW), at most {MAX_LR:g}.", "train", "lr"))
+@click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default=None, help=_preset_help("Decay after warm-up.", "train", "lr_schedule"))
+@click.option("--min-lr-frac", type=click.FloatRange(0, 1), default=None, help=_preset_help("Where the cosine ends, as a fraction of --lr.", "train", "min_lr_frac"))
+@click.option("--warmup-steps", type=click.IntRange(0, MAX_STEPS), default=None, help=_preset_help("Linear learning-rate warm-up steps.", "train", "warmup_steps"))
+@click.option("--decay-steps", type=click.IntRange(1, MAX_STEPS), default=None, help="Steps over which the cosine decays (fixes the schedule across resumes).  [default: the whole run]")
+@click.option("--weight-decay", type=click.FloatRange(0, MAX_WEIGHT_DECAY), default=None, help=_preset_help("AdamW's decoupled weight decay.", "train", "weight_decay"))
+@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=None, help=_preset_help("Evaluate, keep and sample a moving average of the weights with this decay, e.g. 0.999 (0: off).", "train", "ema"))
+@click.option("--grad-clip", type=click.FloatRange(0, MAX_GRAD_CLIP, min_open=True), default=None, help=_preset_help("Clip the gradient's global norm to this.", "train", "grad_clip"))
+@click.option("--max-steps", type=click.IntRange(1, MAX_STEPS), default=None, help="Stop after this many steps (on --resume: continue to this step).  [default: none, the time budget ends the run]")
+@click.option("--time-budget", callback=_duration, default=None, help=_preset_help("Stop after this much wall clock, evaluation included (90s, 10m, 1h; on --resume: this much more).", "train", "time_budget"))
+@click.option("--eval-interval", type=click.IntRange(1, MAX_STEPS), default=None, help=_preset_help("Steps between full validation passes.", "train", "eval_interval"))
+@click.option("--log-interval", type=click.IntRange(1, MAX_STEPS), default=None, help=_preset_help("Steps between progress updates.", "train", "log_interval"))
+@click.option("--val-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, help=_preset_help("Share of the text (its end) held out for validation.", "train", "val_frac"))
+@click.option("--patience", type=click.IntRange(1, MAX_STEPS), default=None, help=_preset_help("Stop after this many evaluations without improvement.", "train", "patience"))
 @click.option("--stateful/--no-stateful", default=None, help="Carry the hidden state across windows (truncated BPTT).  [default: stateful]")
 @click.option("--state-reset-prob", type=click.FloatRange(0, 1), default=None, help="Chance per stream and window of restarting from the zero state, so samples start well from short primes.  [default: 0.1]")
-@click.option("--sample-interval", type=click.IntRange(0), default=None, help="Steps between samples in the log (0: a sample at each evaluation).")
+@click.option("--sample-interval", type=click.IntRange(0, MAX_STEPS), default=None, help="Steps between samples in the log (0: a sample at each evaluation).")
 @click.option("--sample-length", type=click.IntRange(0, 100_000), default=None, help="Characters of sample printed at each evaluation (0: none).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=None, help="bf16 autocast where the hardware is fast at it.  [default: auto]")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps.  [default: auto]")
@@ -265,7 +297,8 @@ def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run
                 result = training.train(text, run_dir, model_config, train_config, corpus=corpus, log=progress,
                                         settings=_settings(options), validation=validation)
     if main_process:
-        _summary(result, stdin=stdin)
+        _summary(result, _resume_command(text_files, result.run_dir, encoding, separator, val_split, cache_dir),
+                 stdin=stdin)
 
 
 def _stdin_corpus(text_files: tuple[str, ...], encoding: str) -> tuple[str, dict[str, Any]]:
@@ -372,6 +405,21 @@ def _settings(options: dict[str, Any]) -> dict[str, Any]:
 _FLAG_KEYS = {f for f in ModelConfig.__dataclass_fields__ if f != "vocab_size"} | set(TrainConfig.__dataclass_fields__)
 
 
+def _resume_command(text_files: tuple[str, ...], run_dir: Path, encoding: str, separator: str, val_split: str,
+                    cache_dir: Path | None) -> str:
+    """The command that continues this run: its own corpus files (absolute, so it works from any
+    folder) and the options that decide how they are read."""
+    import shlex
+
+    ctx = click.get_current_context()
+    args = ["charrnn", "train", *(str(Path(p).resolve()) for p in text_files), "--resume", str(run_dir)]
+    for name, value in (("encoding", encoding), ("separator", separator), ("val_split", val_split),
+                        ("cache_dir", cache_dir)):
+        if ctx.get_parameter_source(name).name != "DEFAULT":
+            args += ["--" + name.replace("_", "-"), str(value)]
+    return shlex.join(args)
+
+
 @contextlib.contextmanager
 def _process_group() -> Iterator[None]:
     """Under torchrun the trainer joins the process group; leave it when training ends."""
@@ -403,21 +451,25 @@ def _refuse_overwrite(run_dir: Path, explicit: bool) -> None:
                            "or choose another --out")
 
 
-def _summary(result: Any, stdin: bool = False) -> None:
+def _summary(result: Any, resume_command: str, stdin: bool = False) -> None:
+    from .advice import undertrained_note
+
     if result.best_val_loss is None:
         click.echo(f"stopped ({result.stop_reason}) after {result.step} steps without an evaluation", err=True)
         return
     click.echo(f"done ({result.stop_reason}): best val loss {result.best_val_loss:.4f} nats/char "
                f"({result.best_val_bits:.3f} bits/char) at step {result.best_step}, "
                f"{result.step} steps in {fmt_time(result.elapsed)}; saved in {result.run_dir}/", err=True)
+    note = undertrained_note(result)
+    if note:
+        click.echo(f"undertrained: {note}", err=True)
     click.echo(f"sample it: charrnn sample -c {result.run_dir} -t 0.5", err=True)
     if result.stop_reason in STOP_EXIT_CODES:
         if stdin:  # nothing on disk to read again: the same text must come through the pipe again
             click.echo(f"stopped by {result.stop_reason}; the text came from standard input, so continue by "
                        f"giving it again: ... | charrnn train - --resume {result.run_dir}", err=True)
         else:
-            click.echo(f"stopped by {result.stop_reason}; continue with: charrnn train TEXT --resume {result.run_dir}",
-                       err=True)
+            click.echo(f"stopped by {result.stop_reason}; continue with: {resume_command}", err=True)
         click.get_current_context().exit(STOP_EXIT_CODES[result.stop_reason])
 
 

@@ -61,7 +61,8 @@ class RunClock:
     def __init__(self, cfg: TrainConfig, elapsed: float = 0.0):
         self.cfg = cfg
         self.elapsed = elapsed
-        self.eval_cost = 0.0  # seconds the last evaluation (and its save) took: the end must leave room for one
+        self.eval_cost = 0.0  # seconds the final evaluation and save will take (estimated, then measured)
+        self.step_cost = 0.0  # the last step's seconds: the budget must also hold one more step
         self._base = elapsed
         self._t0 = time.perf_counter()
         self._rate_at = (self._t0, 0)
@@ -75,6 +76,17 @@ class RunClock:
     def tick(self) -> float:
         self.elapsed = self._base + time.perf_counter() - self._t0
         return self.elapsed
+
+    @contextlib.contextmanager
+    def timing_step(self) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.step_cost = time.perf_counter() - start
+        self.tick()
+
+    def reserve(self) -> float:
+        """Seconds the budget must still hold before another step: that step, then the final evaluation."""
+        return self.eval_cost + self.step_cost
 
     @contextlib.contextmanager
     def timing_evaluation(self) -> Iterator[None]:
@@ -121,11 +133,47 @@ class RunClock:
             left.append(steps * self.cfg.batch_size * self.cfg.seq_len / chars_per_sec)
         return min(left) if left else None
 
-    def limit_reached(self, step: int) -> str | None:
-        """'max_steps' or 'time_budget' when the run must stop before another step, else None."""
+    def limit_reached(self, step: int, reserve: float | None = None) -> str | None:
+        """'max_steps' or 'time_budget' when the run must stop before another step, else None.
+
+        `reserve` is what the budget must still hold (default `reserve()`; under torchrun the
+        ranks' agreed value)."""
         if self.cfg.max_steps is not None and step >= self.cfg.max_steps:
             return "max_steps"
-        # Stop early enough that the final evaluation still fits in the budget.
-        if self.cfg.time_budget is not None and self.elapsed + self.eval_cost >= self.cfg.time_budget:
+        # Stop early enough that the next step and the final evaluation still fit in the budget.
+        reserve = self.reserve() if reserve is None else reserve
+        if self.cfg.time_budget is not None and self.elapsed + reserve >= self.cfg.time_budget:
             return "time_budget"
         return None
+
+    def nothing_left(self, run_dir: Any, step: int, reason: str, time_added: float | None) -> str:
+        """A resumed run whose limits are already spent: say how to give it more."""
+        if reason == "time_budget" and time_added is not None:
+            return (f"a time budget of {time_added:.0f}s more is too short to train a step and evaluate "
+                    f"(evaluating and saving take about {self.eval_cost:.0f}s); give more, e.g. --time-budget "
+                    f"{max(5, math.ceil(3 * self.eval_cost / 60))}m")
+        if reason == "max_steps":
+            spent = f"its step limit ({self.cfg.max_steps})"
+        elif self.elapsed < self.cfg.time_budget:  # some left, but less than the final evaluation takes
+            spent = (f"the end of its time budget ({self.cfg.time_budget - self.elapsed:.0f}s left, less than "
+                     f"the ~{self.eval_cost:.0f}s evaluating and saving take)")
+        else:
+            spent = f"its time budget ({self.cfg.time_budget:.0f}s, {self.elapsed:.0f}s used)"
+        return (f"{run_dir} already reached {spent} at step {step}; to continue it, give a new limit: "
+                f"--max-steps N (to step N > {step}) or --time-budget T (T more)")
+
+
+def resumed_limits(meta: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` with the limits of a resume made absolute: a new time budget counts from the
+    time the run has already used, and a new limit of one kind drops the saved limit of the other
+    (the saved clock of a finished run would stop it at once)."""
+    out = dict(overrides)
+    if out.get("max_steps") is None and out.get("time_budget") is None:
+        return out
+    out.setdefault("max_steps", None)
+    if out.get("time_budget") is not None:
+        used = meta.get("elapsed", 0.0)
+        out["time_budget"] = float(out["time_budget"]) + (float(used) if isinstance(used, (int, float)) else 0.0)
+    else:
+        out["time_budget"] = None
+    return out

@@ -17,6 +17,14 @@ from .errors import CharRNNError
 
 MODEL_TYPES = ("lstm", "gru", "rnn")
 MAX_VOCAB_SIZE = 1 << 20  # about a million characters: far more than any real text's alphabet
+# Sane bounds for the optimiser and the run's counters: beyond them a value is a typo, not a choice.
+# AdamW moves every weight by up to about lr per step, so lr > 1 only destroys the model (1e39 even
+# crashed inside the optimiser); weight decay above 1 shrinks the weights past zero at lr 1.
+MAX_LR = 1.0
+MAX_WEIGHT_DECAY = 1.0
+MAX_GRAD_CLIP = 1e6
+MAX_STEPS = 10**9  # a billion steps: years on any machine charrnn runs on
+MAX_DURATION = 365 * 24 * 3600.0
 
 T = TypeVar("T")
 
@@ -48,14 +56,17 @@ def _from_dict(cls: type[T], data: Any, *, what: str) -> T:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture: embedding -> recurrent core -> linear head."""
+    """Architecture: embedding -> recurrent core -> linear head.
+
+    The defaults are the `quick` preset's model, what `charrnn train` picks on a CPU by default.
+    """
 
     vocab_size: int = 65
     model: str = "lstm"  # lstm | gru | rnn
     embed_dim: int = 64
-    hidden_size: int = 512
+    hidden_size: int = 256
     num_layers: int = 2
-    dropout: float = 0.25  # between recurrent layers and before the head
+    dropout: float = 0.1  # between recurrent layers and before the head
     weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights while training (AWD-LSTM)
     tie_weights: bool = False  # share the embedding with the head (needs embed_dim == hidden_size)
 
@@ -99,11 +110,15 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation and bookkeeping for one training run."""
+    """Optimisation and bookkeeping for one training run.
 
-    batch_size: int = 64
+    The defaults are the `quick` preset's, what `charrnn train` picks on a CPU by default (a
+    2-minute budget); `PRESETS` holds the others.
+    """
+
+    batch_size: int = 32
     seq_len: int = 100
-    lr: float = 2e-3
+    lr: float = 3e-3
     lr_schedule: str = "cosine"  # cosine | constant
     min_lr_frac: float = 0.1  # cosine decays to lr * min_lr_frac
     warmup_steps: int = 0  # Adam at 2e-3 is stable on these LSTMs from step 0; warm-up only cost loss
@@ -112,8 +127,8 @@ class TrainConfig:
     grad_clip: float = 5.0
     ema: float = 0.0  # decay of a moving average of the weights, which is evaluated and saved (0: off)
     max_steps: int | None = None
-    time_budget: float | None = 180.0  # seconds of wall clock, evaluation included
-    eval_interval: int = 250  # steps between full validation passes
+    time_budget: float | None = 120.0  # seconds of wall clock, evaluation included
+    eval_interval: int = 200  # steps between full validation passes
     log_interval: int = 10
     val_frac: float = 0.1
     seed: int = 1337
@@ -132,8 +147,13 @@ class TrainConfig:
                    f"{name} must be a positive integer, got {value!r}")
         _check(self.batch_size <= 1 << 16 and self.seq_len <= 1 << 20,
                "batch_size must be at most 65536 and seq_len at most 1048576")
-        _check(isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0,
-               f"lr must be a positive number, got {self.lr!r}")
+        for name in ("eval_interval", "log_interval", "max_steps", "warmup_steps", "decay_steps",
+                     "sample_interval", "patience"):
+            value = getattr(self, name)
+            _check(not isinstance(value, int) or value <= MAX_STEPS,
+                   f"{name} must be at most {MAX_STEPS:,} (a billion steps), got {value!r}")
+        _check(isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0 < self.lr <= MAX_LR,
+               f"lr must be a number in (0, {MAX_LR:g}], got {self.lr!r}")
         _check(self.lr_schedule in ("cosine", "constant"),
                f"lr_schedule must be cosine or constant, got {self.lr_schedule!r}")
         _check(0.0 <= self.min_lr_frac <= 1.0, f"min_lr_frac must be in [0, 1], got {self.min_lr_frac!r}")
@@ -141,14 +161,16 @@ class TrainConfig:
                f"warmup_steps must be >= 0, got {self.warmup_steps!r}")
         _check(self.decay_steps is None or (isinstance(self.decay_steps, int) and self.decay_steps >= 1),
                f"decay_steps must be a positive integer, got {self.decay_steps!r}")
-        _check(isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay) and self.weight_decay >= 0,
-               f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        _check(isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay)
+               and 0 <= self.weight_decay <= MAX_WEIGHT_DECAY,
+               f"weight_decay must be a finite number in [0, {MAX_WEIGHT_DECAY:g}], got {self.weight_decay!r}")
         _check(isinstance(self.ema, (int, float)) and 0.0 <= self.ema < 1.0, f"ema must be in [0, 1), got {self.ema!r}")
-        _check(self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip!r}")
+        _check(isinstance(self.grad_clip, (int, float)) and 0 < self.grad_clip <= MAX_GRAD_CLIP,
+               f"grad_clip must be in (0, {MAX_GRAD_CLIP:g}], got {self.grad_clip!r}")
         _check(self.max_steps is None or (isinstance(self.max_steps, int) and self.max_steps >= 1),
                f"max_steps must be a positive integer, got {self.max_steps!r}")
-        _check(self.time_budget is None or (math.isfinite(self.time_budget) and self.time_budget > 0),
-               f"time_budget must be positive, got {self.time_budget!r}")
+        _check(self.time_budget is None or (math.isfinite(self.time_budget) and 0 < self.time_budget <= MAX_DURATION),
+               f"time_budget must be positive and at most a year, got {self.time_budget!r}")
         _check(self.max_steps is not None or self.time_budget is not None,
                "give a step limit or a time budget, or training never ends")
         _check(0.0 < self.val_frac < 1.0, f"val_frac must be in (0, 1), got {self.val_frac!r}")
@@ -209,6 +231,26 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+# What each preset normally reaches in its budget on tiny Shakespeare, on an idle 2-core CPU
+# (BENCHMARKS.md, "Training quality"): best validation loss (nats/char) and training chars/s. A run
+# far above that loss is undertrained, and one far below that speed shared its CPU.
+PRESET_REFERENCE: dict[str, dict[str, float]] = {
+    "quick": {"val_loss": 1.55, "chars_per_sec": 46e3},
+    "cpu10": {"val_loss": 1.42, "chars_per_sec": 21e3},
+    "cpu30": {"val_loss": 1.43, "chars_per_sec": 8e3},
+}
+
+
+def preset_of_model(model_config: ModelConfig) -> str | None:
+    """The preset whose model this is (vocabulary aside), or None for a model of one's own."""
+    mine = {k: v for k, v in model_config.to_dict().items() if k != "vocab_size"}
+    for name, preset in PRESETS.items():
+        if {**mine, **preset["model"]} == mine and all(mine[k] == getattr(ModelConfig, k) for k in mine
+                                                       if k not in preset["model"]):
+            return name
+    return None
+
+
 def preset_for(device_type: str, time_budget: float | None) -> str:
     """The preset `--preset auto` picks: the GPU one on CUDA, else by the CPU time budget."""
     if device_type == "cuda":
@@ -221,9 +263,6 @@ def preset_for(device_type: str, time_budget: float | None) -> str:
 
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?:in)?)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
-
-
-MAX_DURATION = 365 * 24 * 3600.0
 
 
 def parse_duration(text: str) -> float:

@@ -400,6 +400,24 @@ def _close_quietly(lock: Any) -> None:
         lock.close()
 
 
+@contextlib.contextmanager
+def _removed_if_refused(folder: Path) -> Iterator[None]:
+    """A cache entry made for files that are then refused (binary, empty, not UTF-8, ...) holds
+    nothing but its lock: remove it, so rejected inputs leave no orphan folders in the cache."""
+    new = not folder.exists()
+    try:
+        yield
+    except BaseException:
+        if new:
+            with contextlib.suppress(OSError):
+                if all(p.name in (LOCK_FILE, LAST_USE_FILE) or p.name.startswith(IN_USE_FILE) or p.name.endswith(".lock")
+                       for p in folder.iterdir()):
+                    for p in folder.iterdir():
+                        p.unlink()
+                    folder.rmdir()
+        raise
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     text = json.dumps(data, ensure_ascii=False)
     try:
@@ -523,7 +541,7 @@ class CorpusFiles:
     def stats(self) -> dict[str, Any]:
         """Characters per file, vocabulary and content hash (from the cache when it is current)."""
         if self._stats is None:
-            with entry_lock(self.entry):
+            with _removed_if_refused(self.entry), entry_lock(self.entry):
                 self._stats = self._current_stats()
         return self._stats
 
@@ -569,6 +587,11 @@ class CorpusFiles:
         n_val = sum(tails) + sep * max(sum(1 for t in tails if t) - 1, 0)
         return heads, n_train, n_val
 
+    def split_sizes(self, val_frac: float) -> tuple[int, int]:
+        """Training and validation characters under `val_frac` (what a hint needs, without encoding)."""
+        _, n_train, n_val = self._layout(self.stats(), val_frac)
+        return n_train, n_val
+
     def _write_ids(self, path: Path, vocab: Vocab, heads: list[int], n_train: int, n_val: int) -> None:
         """Pass 2: ids written straight to disk, train part first, then validation (atomic rename)."""
         dtype = id_dtype(len(vocab))
@@ -613,7 +636,7 @@ class CorpusFiles:
         if not 0.0 <= val_frac < 1.0:
             raise CharRNNError(f"val_frac must be in (0, 1), got {val_frac}")
         entry = self.entry
-        with entry_lock(entry):
+        with _removed_if_refused(entry), entry_lock(entry):
             self._hold_in_use(entry)
             stats = self._stats = self._current_stats()
             vocab = vocab or Vocab(stats["vocab"])

@@ -142,8 +142,11 @@ def to_long(chunk: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.asarray(chunk, dtype=np.int64))
 
 
-def _sizes_that_fit(n: int, batch_size: int, seq_len: int) -> str:
-    """Suggest options under which `n` training characters fill one batch (each needs B x (T+1))."""
+def sizes_that_fit(n: int, batch_size: int, seq_len: int) -> list[str]:
+    """Options under which `n` training characters fill one batch (each needs B x (T+1)); none
+    when they already do or cannot."""
+    if n >= batch_size * (seq_len + 1):
+        return []
     options = []
     if n // (seq_len + 1) >= 1:
         options.append(f"--batch-size {n // (seq_len + 1)}")
@@ -151,6 +154,12 @@ def _sizes_that_fit(n: int, batch_size: int, seq_len: int) -> str:
         options.append(f"--seq-len {n // batch_size - 1}")
     if not options and n >= 2:
         options.append(f"--batch-size 1 --seq-len {min(n - 1, seq_len)}")
+    return options
+
+
+def _sizes_that_fit(n: int, batch_size: int, seq_len: int) -> str:
+    """Suggest options under which `n` training characters fill one batch (each needs B x (T+1))."""
+    options = sizes_that_fit(n, batch_size, seq_len)
     if not options:
         return "use a longer text"
     return "try " + " or ".join(options) + ", or a longer text"

@@ -7,7 +7,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +85,20 @@ def _smooth(values: list[float], window: int) -> list[float]:
     return out
 
 
-def plot_losses(history: dict[str, list], out: str | os.PathLike,
-                metrics: str | os.PathLike | LossCurve | None = None) -> Path:
+def load_pyplot() -> None:
+    """Import matplotlib now (seconds on a busy CPU), so that timing a plot afterwards times its drawing."""
+    _pyplot()
+
+
+def plot_losses(history: dict[str, list], out: str | os.PathLike | None,
+                metrics: str | os.PathLike | LossCurve | None = None, *, title: str | None = None,
+                starts: Sequence[tuple[float, float, str]] = ()) -> Path | None:
     """Train and validation loss against steps and against minutes, written atomically as PNG.
 
     `metrics` is the per-step training loss: a run's metrics.jsonl, or a `LossCurve` kept in memory.
+    `title` names the run; `starts` are (step, seconds, label) where a session began (a resume, or
+    the fine-tune a run started as), each drawn as a vertical line with its label. With `out` None
+    the figure is drawn and encoded but not written (what the trainer times to budget for a plot).
     """
     plt = _pyplot()
     curve = metrics if isinstance(metrics, LossCurve) else LossCurve.from_metrics(metrics)
@@ -112,13 +121,25 @@ def plot_losses(history: dict[str, list], out: str | os.PathLike,
             ax.annotate(f"best {best[1]:.3f} nats ({best[1] / math.log(2):.3f} bits)",
                         (best[0] * scale, best[1]), textcoords="offset points", xytext=(0, 12),
                         ha="right", fontsize=8)
+        for step, seconds, text in starts:
+            x = (step if key == "step" else seconds) * scale
+            ax.axvline(x, color="tab:gray", ls="--", lw=1)
+            # Run names and labels are drawn as written, never parsed as mathtext ($, _ and ^ are common).
+            ax.text(x, 0.98, f" {text}", transform=ax.get_xaxis_transform(), rotation=90, va="top", ha="left",
+                    fontsize=7, color="tab:gray", parse_math=False)
         ax.set_xlabel(label)
         ax.set_ylabel("cross-entropy (nats/char)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("charrnn training loss")
-    out = Path(out)
+        if ax.get_legend_handles_labels()[0]:  # nothing drawn yet (a plot timed before any step): no legend
+            ax.legend(fontsize=8)
+    fig.suptitle(f"{title}: training loss" if title else "charrnn training loss", parse_math=False)
     try:
+        if out is None:
+            import io
+
+            fig.savefig(io.BytesIO(), format="png", dpi=100)
+            return None
+        out = Path(out)
         _atomic_savefig(fig, out, "png", dpi=100)
     finally:
         plt.close(fig)

@@ -14,6 +14,8 @@ def fmt_time(seconds: float | None) -> str:
     if seconds is None:
         return "?"
     seconds = int(round(seconds))
+    if seconds >= 86400:  # a long run's ETA in days, not a million minutes
+        return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
@@ -21,7 +23,8 @@ def start_line(event: dict[str, Any]) -> str:
     m, t = event["model_config"], event["train_config"]
     budget = f", time budget {fmt_time(t['time_budget'])}" if t["time_budget"] else ""
     steps = f", max {t['max_steps']} steps" if t["max_steps"] else ""
-    resumed = f", resuming at step {event['resumed_at']}" if event["resumed_at"] else ""
+    resumed = (f", resuming at step {event['resumed_at']} ({fmt_time(event.get('elapsed'))} used)"
+               if event.get("resumed", event["resumed_at"]) else "")
     procs = f" x {event['world_size']} processes" if event.get("world_size", 1) > 1 else ""
     regularised = "".join(f", {label} {value:g}" for label, value in (
         ("dropout", m.get("dropout", 0)), ("weight drop", m.get("weight_drop", 0)), ("EMA", t.get("ema", 0)))

@@ -5,6 +5,7 @@ weight average, guards)."""
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -14,6 +15,10 @@ from .errors import CharRNNError
 
 if TYPE_CHECKING:
     from .train import Trainer
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def now_iso() -> str:
@@ -118,6 +123,10 @@ def restore(trainer: Trainer, ckpt: checkpoint.Checkpoint) -> None:
     trainer.best_val_loss = meta.get("best_val_loss")
     trainer.best_step = meta.get("best_step")
     trainer.created = meta.get("created", trainer.created)
+    starts = meta.get("starts")  # where earlier sessions began (the loss plot marks them); plain data
+    if isinstance(starts, list):
+        trainer.extra_meta["starts"] = [s for s in starts if isinstance(s, dict) and _is_number(s.get("step"))
+                                        and _is_number(s.get("time")) and isinstance(s.get("label"), str)]
     # What a run listing shows about its past (charrnn.runs): kept across resumes.
     trainer.extra_meta["resumed_at"] = [*(meta.get("resumed_at") or []), trainer.step]
     if meta.get("init_from") is not None:

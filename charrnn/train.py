@@ -8,8 +8,10 @@ one clock owns progress, time left and the stop decision (clock.py).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint, run_state
+from .advice import divergence_hint
 from .averaging import WeightAverage
-from .clock import RunClock, StopSignal, lr_at
+from .clock import RunClock, StopSignal, lr_at, resumed_limits
 from .config import ModelConfig, TrainConfig
 from .corpus_cache import CorpusSource, as_source
 from .data import to_long
@@ -39,6 +42,12 @@ __all__ = ["StepResult", "TrainResult", "Trainer", "evaluate", "fine_tune", "lr_
 
 LOG2E = 1.0 / math.log(2.0)
 EXPLODE_FACTOR = 3.0  # char-rnn's guard: a loss this many times the first one means divergence
+# Before an evaluation has been timed, the final one's cost is estimated (Trainer.estimate_eval_cost)
+# from a probe of this many validation columns, plus the listeners' rehearsal and the checkpoint writes.
+EVAL_PROBE_COLUMNS = 256  # one chunk of `evaluate`: representative, and cheap however big validation is
+EVAL_MARGIN = 1.1  # the machine's load varies between the probe and the real thing; overshooting is worse
+SAVE_ALLOWANCE = 0.25  # seconds: meta.json, a sample, the fsyncs
+SAVE_BYTES_PER_SEC = 50e6
 
 Log = Callable[[dict[str, Any]], None]
 
@@ -52,6 +61,8 @@ class TrainResult:
     elapsed: float
     stop_reason: str
     history: dict[str, list]
+    train_config: TrainConfig | None = None
+    model_config: ModelConfig | None = None
 
     @property
     def best_val_bits(self) -> float | None:
@@ -146,6 +157,8 @@ class Trainer:
         self.first_loss: float | None = None
         self.last_step: StepResult | None = None
         self.created = run_state.now_iso()
+        self.restored = False  # True once `restore` continued a saved run
+        self.time_added: float | None = None  # on a resume, the seconds a new time budget gave
 
     @property
     def eval_model(self) -> CharRNN:
@@ -158,6 +171,7 @@ class Trainer:
     def restore(self, ckpt: checkpoint.Checkpoint) -> None:
         """Continue a run exactly where `ckpt` (a last.pt) left it."""
         run_state.restore(self, ckpt)
+        self.restored = True
         for listener in self.listeners:
             listener.on_resume(self)
 
@@ -222,7 +236,7 @@ class Trainer:
         if bad or loss > EXPLODE_FACTOR * self.first_loss:
             where = self._kept_checkpoint()
             what = f"became {loss}" if bad else f"exploded to {loss:.3f} (first loss {self.first_loss:.3f})"
-            raise CharRNNError(f"training loss {what} at step {self.step}; try a lower --lr{where}")
+            raise CharRNNError(f"training loss {what} at step {self.step}; {divergence_hint(self.cfg)}{where}")
 
     def _kept_checkpoint(self) -> str:
         """The end of a divergence message: which checkpoint survives, if any does."""
@@ -239,7 +253,7 @@ class Trainer:
         val_loss = self.dist.evaluate(evaluate, self.eval_model, self.val, self.device, self.precision)
         if not math.isfinite(val_loss):  # the last update broke the weights: never save them
             raise CharRNNError(f"validation loss became {val_loss} at step {self.step}; "
-                               f"try a lower --lr{self._kept_checkpoint()}")
+                               f"{divergence_hint(self.cfg)}{self._kept_checkpoint()}")
         h = self.history
         h["step"].append(self.step)
         h["epoch"].append(round(self.epoch_float(), 4))
@@ -265,6 +279,11 @@ class Trainer:
 
     # ----- the loop ----------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        resumed_at = self.step if self.restored else None
+        if resumed_at is not None:  # marked on the loss plot
+            self.extra_meta["starts"] = [*self.extra_meta.get("starts", []),
+                                         {"step": self.step, "time": round(self.clock.elapsed, 2), "label": "resumed"}]
+        created = not self.run_dir.exists()
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -276,27 +295,64 @@ class Trainer:
                   "precision": self.precision, "params": sum(p.numel() for p in self.model.parameters()),
                   "model_config": self.model_config.to_dict(), "train_config": self.cfg.to_dict(),
                   "vocab_size": len(self.vocab), "windows_per_epoch": self.batcher.windows_per_epoch,
-                  "resumed_at": self.step, "world_size": self.dist.world_size})
+                  "resumed_at": self.step, "resumed": self.restored, "elapsed": self.clock.elapsed,
+                  "world_size": self.dist.world_size})
         failed = True
         try:
             for listener in self.listeners:
                 listener.on_start(self)
-            reason = self._loop()
+            reason = self._loop(resumed_at)
             failed = False
         finally:
             for listener in self.listeners:
                 listener.on_end(self, failed)
+            if failed and self.dist.is_main:
+                self._remove_if_nothing_saved(created)
         self.log({"event": "end", "reason": reason, "step": self.step, "elapsed": self.clock.elapsed,
                   "best_val_loss": self.best_val_loss, "best_step": self.best_step,
                   "best_path": str(self.run_dir / checkpoint.BEST)})
         return TrainResult(self.run_dir, self.best_val_loss, self.best_step, self.step, self.clock.elapsed,
-                           reason, self.history)
+                           reason, self.history, self.cfg, self.model_config)
 
-    def _loop(self) -> str:
+    def _remove_if_nothing_saved(self, created: bool) -> None:
+        """A run that failed before its first save leaves nothing behind: its per-step logs go, and the
+        folder too if this run created it (so the name is free for the next run)."""
+        if any((self.run_dir / name).exists() for name in (checkpoint.BEST, checkpoint.LAST)):
+            return
+        with contextlib.suppress(OSError):
+            for name in ("metrics.jsonl", "samples.jsonl", "config.toml"):
+                (self.run_dir / name).unlink(missing_ok=True)
+            checkpoint.remove_stale_temp_files(self.run_dir)
+            if created:
+                self.run_dir.rmdir()  # only if empty: never remove what someone else put there
+
+    def estimate_eval_cost(self) -> float:
+        """Seconds the final evaluation and save will take, before one has run (afterwards the last
+        one's measured cost is used): the validation pass over its first columns, scaled up, the
+        listeners' rehearsal (the plot drawn, not written) and the writes. Without it a run that
+        ends before its first evaluation overshoots its budget by a whole validation pass."""
+        columns = self.val.shape[1] - 1  # characters scored per stream
+        probe = min(columns, EVAL_PROBE_COLUMNS)
+        t = time.perf_counter()
+        self.dist.evaluate(evaluate, self.eval_model, self.val[:, : probe + 1], self.device, self.precision)
+        scored = (time.perf_counter() - t) * columns / max(probe, 1)
+        t = time.perf_counter()
+        for listener in self.listeners:
+            listener.rehearse(self)
+        release_free_memory()  # as after every evaluation
+        rehearsed = time.perf_counter() - t
+        weights = 4 * sum(p.numel() for p in self.model.parameters()) * (4 if self.average is None else 5)  # + Adam
+        return EVAL_MARGIN * (scored + rehearsed) + SAVE_ALLOWANCE + weights / SAVE_BYTES_PER_SEC
+
+    def _loop(self, resumed_at: int | None) -> str:
         """Step until a limit, a signal or early stop; end on an evaluated, saved step. Returns why."""
         cfg, clock, stop = self.cfg, self.clock, StopSignal()
         clock.cfg = cfg  # the limits may have changed since the trainer was made (resume overrides)
         clock.start(self.step)
+        if (cfg.time_budget is not None and clock.elapsed < cfg.time_budget
+                and not (cfg.max_steps is not None and self.step >= cfg.max_steps)):
+            clock.eval_cost = self.estimate_eval_cost()  # counted inside the budget
+            clock.tick()
         recent: list[float] = []  # training losses since the last evaluation
         with stop.installed():
             while True:
@@ -305,14 +361,14 @@ class Trainer:
                     break
                 # Under torchrun all processes agree on the clock (it drives the schedule and the
                 # budget) and on signals, so every rank decides the same at the same step.
-                clock.elapsed, clock.eval_cost, stop.name = self.dist.agree(clock.elapsed, clock.eval_cost, stop.name)
-                reason = clock.limit_reached(self.step) or stop.name
+                clock.elapsed, reserve, stop.name = self.dist.agree(clock.elapsed, clock.reserve(), stop.name)
+                reason = clock.limit_reached(self.step, reserve) or stop.name
                 if reason:
                     if reason == stop.name:
                         self.log({"event": "stopping", "signal": stop.name, "step": self.step})
                     break
-                result = self.last_step = self.train_step()
-                clock.tick()
+                with clock.timing_step():
+                    result = self.last_step = self.train_step()
                 self._check_loss(result.loss)
                 recent.append(result.loss)
                 row = {"step": self.step, "loss": round(result.loss, 5), "lr": result.lr, "time": round(clock.elapsed, 3)}
@@ -328,6 +384,8 @@ class Trainer:
                     if patience_out:
                         reason = "early_stop"
                         break
+        if self.step == resumed_at and reason in ("max_steps", "time_budget"):
+            raise CharRNNError(clock.nothing_left(self.run_dir, self.step, reason, self.time_added))
         if not self.history["step"] or self.history["step"][-1] != self.step:
             self.evaluate_and_save(sum(recent) / len(recent) if recent else None)
             clock.tick()
@@ -359,7 +417,12 @@ def train(text: str | CorpusSource, run_dir: str | os.PathLike, model_config: Mo
 
 def resume(text: str | CorpusSource, run_dir: str | os.PathLike, *, log: Log | None = None,
            **overrides: Any) -> TrainResult:
-    """Continue the run in `run_dir` exactly where it stopped; `overrides` change train-config limits."""
+    """Continue the run in `run_dir` exactly where it stopped; `overrides` change train-config settings.
+
+    Without a new limit the run continues under its own (what an interrupted run has left). A new
+    limit replaces the saved ones: `max_steps=N` continues to step N, `time_budget=T` gives the
+    run T more seconds; with both, whichever comes first. A run whose limits are spent says so.
+    """
     ckpt = checkpoint.load(run_dir, prefer=checkpoint.LAST)
     if ckpt.path.name != checkpoint.LAST:
         raise CharRNNError(f"{run_dir} has no {checkpoint.LAST} to resume from")
@@ -367,10 +430,13 @@ def resume(text: str | CorpusSource, run_dir: str | os.PathLike, *, log: Log | N
     if unknown:
         raise CharRNNError(f"the corpus does not match the run's vocabulary (it adds {unknown[:10]}); "
                            "resume needs the same text; use --init-from to fine-tune on a new one")
+    overrides = resumed_limits(ckpt.meta, overrides)
     cfg = TrainConfig.from_dict({**ckpt.meta["train_config"], **overrides})
     trainer = Trainer(text, run_dir, ckpt.model_config, cfg, vocab=ckpt.vocab, corpus=ckpt.meta.get("corpus"),
                       log=log, validation=ValidationFiles.from_meta(ckpt.meta.get("validation")))
     trainer.restore(ckpt)
+    if overrides.get("time_budget") is not None:
+        trainer.time_added = cfg.time_budget - trainer.clock.elapsed
     return trainer.run()
 
 
@@ -398,6 +464,7 @@ def fine_tune(text: str | CorpusSource, run_dir: str | os.PathLike, init_from: s
     if trainer.average is not None:
         trainer.average.restart(trainer.model)
     trainer.extra_meta["init_from"] = str(source.path)
+    trainer.extra_meta["starts"] = [{"step": 0, "time": 0.0, "label": f"fine-tuned from {source.path.parent.name}"}]
     return trainer.run()
 
 

@@ -8,6 +8,7 @@ to `train(..., listeners=[...])`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -37,6 +38,10 @@ class TrainListener:
 
     def on_eval(self, trainer: Trainer, event: dict[str, Any]) -> None:
         """An evaluation finished and was saved; `event` is about to be logged and may be added to."""
+
+    def rehearse(self, trainer: Trainer) -> None:
+        """Do once, writing nothing, what `on_eval` will do, so the time budget can count its cost
+        before the first evaluation (one-time costs such as imports are paid here too)."""
 
     def on_end(self, trainer: Trainer, failed: bool) -> None:
         """Training ended, normally or (`failed`) by an error on its way out."""
@@ -118,13 +123,26 @@ class LossPlot(TrainListener):
     def on_step(self, trainer: Trainer, row: dict[str, Any]) -> None:
         self.curve.add(row["step"], row["time"], row["loss"])
 
-    def on_eval(self, trainer: Trainer, event: dict[str, Any]) -> None:
+    def _draw(self, trainer: Trainer, path: Path | None) -> None:
         from .plots import plot_losses
 
+        starts = [(s["step"], s["time"], s["label"]) for s in trainer.extra_meta.get("starts", [])]
+        plot_losses(trainer.history, path, metrics=self.curve, title=trainer.run_dir.resolve().name, starts=starts)
+
+    def on_eval(self, trainer: Trainer, event: dict[str, Any]) -> None:
         try:
-            plot_losses(trainer.history, self.path, metrics=self.curve)
+            self._draw(trainer, self.path)
         except Exception as exc:  # a plot must never stop training
             trainer.log({"event": "warning", "message": f"could not draw the loss plot: {exc}"})
+
+    def on_start(self, trainer: Trainer) -> None:
+        from .plots import load_pyplot
+
+        load_pyplot()  # once per process, on the clock but not in every plot's cost (see rehearse)
+
+    def rehearse(self, trainer: Trainer) -> None:
+        with contextlib.suppress(Exception):
+            self._draw(trainer, None)
 
 
 class Samples(TrainListener):

@@ -10,6 +10,8 @@ import builtins
 import errno
 import io
 import os
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -137,7 +139,10 @@ CASES = [
     ("train", "binary", ["train", "{root}/blob.bin"], ["blob.bin", "binary"]),
     ("train", "latin", ["train", "{root}/latin.txt"], ["not valid utf-8", "offset", "--encoding"]),
     ("train", "latin", ["train", "{root}/latin.txt", "--encoding", "klingon"], ["unknown encoding", "klingon"]),
-    ("train", "short", ["train", "{root}/short.txt", *TRAIN_FAST], ["9 characters", "too few for one batch of 4 x 17", "try --seq-len 1"]),
+    ("train", "short", ["train", "{root}/short.txt", *TRAIN_FAST],
+     ["validation split", "holds 1 character", "at least 2", "try --val-frac 0.2 --seq-len 1"]),
+    ("train", None, ["train", "{root}/play.txt", *TRAIN_FAST, "--val-frac", "0.999999"],
+     ["--val-frac 0.999999 leaves 0 of the text's", "for training", "try --val-frac 0.1"]),
     ("train", None, ["train", "{root}/play.txt", "--batch-size", "512", "--seq-len", "100", "--max-steps", "1"],
      ["too few for one batch", "try --batch-size", "--seq-len"]),
     ("train", "vocab-limit", ["train", "{root}/play.txt", *TRAIN_FAST], ["over the model limit of 20"]),
@@ -176,7 +181,17 @@ CASES = [
      ["takes no --out or --preset"]),
     ("train", None, ["train", ""], ["empty path"]),
     ("train", "fifo", ["train", "{root}/fifo"], ["fifo", "not a regular file", "save the text to a file"]),
-    ("train", None, ["train", "{root}/play.txt", "--weight-decay", "inf"], ["weight_decay", "finite", "inf"]),
+    ("train", None, ["train", "{root}/play.txt", "--weight-decay", "inf"], ["--weight-decay", "inf"]),
+    # --- train: absurd optimiser settings and counters are refused before anything is created
+    ("train", None, ["train", "{root}/play.txt", "--lr", "1e39"], ["--lr", "0<x<=1"]),
+    ("train", None, ["train", "{root}/play.txt", "--lr", "1e300"], ["--lr", "0<x<=1"]),
+    ("train", None, ["train", "{root}/play.txt", "--lr", "nan"], ["lr", "nan"]),
+    ("train", None, ["train", "{root}/play.txt", "--weight-decay", "1e30"], ["--weight-decay", "0<=x<=1"]),
+    ("train", None, ["train", "{root}/play.txt", "--grad-clip", "1e300"], ["--grad-clip"]),
+    ("train", None, ["train", "{root}/play.txt", "--max-steps", str(10**20)], ["--max-steps", "1000000000"]),
+    ("train", None, ["train", "{root}/play.txt", "--warmup-steps", str(10**20)], ["--warmup-steps", "1000000000"]),
+    ("train", None, ["train", "{root}/play.txt", "--decay-steps", str(10**20)], ["--decay-steps"]),
+    ("train", None, ["train", "{root}/play.txt", "--eval-interval", str(10**20)], ["--eval-interval"]),
     ("train", None, ["train", "{root}/play.txt", "--time-budget", "1e400"], ["positive and finite"]),
     ("train", None, ["train", "{root}/play.txt", "--time-budget", "1e300"], ["absurdly long"]),
     ("train", None, ["train", "{root}/play.txt", "--init-from", "{root}/nowhere", *FINE_TUNE_FAST, "--out", "{root}/ft"],
@@ -271,8 +286,24 @@ def test_bad_input_gives_one_clear_line_and_a_nonzero_exit(work, monkeypatch, co
         pytest.skip("this machine has CUDA")
     monkeypatch.chdir(work)
     _prepare(work, setup, monkeypatch)
+    before = _leftovers(work)
     result = invoke([a.replace("{root}", str(work)) for a in args])
     one_error_line(result, *[f.replace("{root}", str(work)) for f in fragments])
+    assert _leftovers(work) == before  # no run folder holding no run, no cache entry holding only its lock
+
+
+def _leftovers(work) -> set[str]:
+    """Folders a refused command must not leave: empty or checkpoint-less run folders, and corpus
+    cache entries that hold nothing but a lock file."""
+    found = set()
+    for runs in (work / "checkpoints", work):
+        if runs.is_dir():
+            found |= {str(p) for p in runs.iterdir() if p.is_dir() and (p / "metrics.jsonl").exists()
+                      and not (p / "last.pt").exists()}
+    for cache in (work / "cache", Path(os.environ["CHARRNN_CACHE_DIR"])):
+        if cache.is_dir():
+            found |= {str(p) for p in cache.iterdir() if p.is_dir() and all(f.name.endswith("lock") for f in p.iterdir())}
+    return found
 
 
 def test_the_documented_ways_out_of_those_errors_work(work, monkeypatch):
@@ -307,3 +338,24 @@ def test_no_run_anywhere_says_how_to_make_one(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     line = one_error_line(invoke(["sample"]), "no trained run found", "charrnn train")
     assert "--checkpoint" in line
+
+
+@pytest.mark.parametrize("chars, extra, files", [(10, [], 1), (4, [], 1), (300, ["--val-frac", "0.999999"], 1),
+                                                 (15, [], 3)])
+def test_every_size_a_hint_suggests_trains(tmp_path, monkeypatch, chars, extra, files):
+    # A corpus too small for the default sizes: the error names sizes, and each one given must train
+    # (the validation split included: a 10-character text once got --batch-size 1 --seq-len 8, which
+    # then failed on a 1-character validation split).
+    monkeypatch.chdir(tmp_path)
+    text = tmp_path / "tiny"  # with several files, validation is the end of each (the default split)
+    text.mkdir()
+    for i in range(files):
+        (text / f"part{i}.txt").write_text(("abcdefghij\n" * 40)[:chars // files], encoding="utf-8")
+    small = ["--embed-dim", "8", "--hidden-size", "16", "--num-layers", "1", "--device", "cpu", "--sample-length", "0",
+             "--precision", "fp32", "--max-steps", "1"]
+    line = one_error_line(invoke(["train", text, *small, *extra]))
+    hint = re.search(r"; try (.*?)(?:, or a longer text)?$", line)
+    assert hint, line
+    for n, option in enumerate(hint.group(1).split(" or ")):
+        done = invoke(["train", text, *small, *extra, *option.split(), "--out", tmp_path / f"run{n}"])
+        assert done.exit_code == 0, (line, option, done.output)

@@ -59,7 +59,7 @@ def test_resume_continues_the_run(tmp_path, text_file):
     ("empty", ["train", "{tmp}/empty.txt"], ["is empty"]),
     ("latin", ["train", "{tmp}/latin.txt"], ["not valid utf-8", "--encoding"]),
     ("binary", ["train", "{tmp}/blob.bin"], ["binary"]),
-    ("short", ["train", "{tmp}/short.txt"], ["too few for one batch"]),
+    ("short", ["train", "{tmp}/short.txt"], ["holds 1 character", "try --val-frac 0.2"]),
     (None, ["train", "{tmp}/x.txt", "--time-budget", "soon"], ["cannot read duration"]),
     (None, ["sample", "-c", "{tmp}/nowhere"], ["does not exist"]),
     ("corrupt", ["sample", "-c", "{tmp}/corrupt.pt"], ["not a readable charrnn checkpoint"]),

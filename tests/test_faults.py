@@ -8,6 +8,7 @@ import dataclasses
 import errno
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -94,13 +95,15 @@ def test_signal_saves_resumable_checkpoint_and_resume_matches_a_straight_run(zyg
     output = log.read_text()
     assert code == 128 + sig, output  # documented: 130 for SIGINT, 143 for SIGTERM
     assert "Traceback" not in output
-    assert f"stopped by {sig.name}; continue with: charrnn train TEXT --resume {run_dir}" in output
+    # The command printed names the run's own corpus (not a placeholder) and continues it as written.
+    command = f"charrnn train {text_file} --resume {run_dir}"
+    assert f"stopped by {sig.name}; continue with: {command}\n" in output
     last = checkpoint.load(run_dir, prefer="last.pt")
     stopped_at = last.meta["step"]
     assert 2 <= stopped_at < 12 and last.train_state["step"] == stopped_at
     assert last.meta["history"]["step"][-1] == stopped_at  # evaluated and saved on the way out
 
-    resumed = cli(["train", text_file, "--resume", run_dir, "--max-steps", 12])
+    resumed = cli([*shlex.split(command)[1:], "--max-steps", 12])
     assert resumed.exit_code == 0, resumed.output
     assert f"resuming at step {stopped_at}" in resumed.output
     assert losses(run_dir) == straight_run(text_file, tmp_path / "straight", 12)

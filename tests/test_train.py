@@ -1,5 +1,6 @@
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -115,8 +116,9 @@ def test_non_finite_loss_stops_with_a_clear_message(tmp_path, tiny_text, tiny_mo
     trainer = Trainer(tiny_text, tmp_path / "run", tiny_model_config, tiny_train_config)
     with torch.no_grad():
         trainer.model.head.bias.fill_(float("nan"))
-    with pytest.raises(CharRNNError, match=r"loss became nan at step 1; try a lower --lr; nothing was saved"):
+    with pytest.raises(CharRNNError, match=r"loss became nan at step 1; try a lower --lr \(now 0.02\); nothing was saved"):
         trainer.run()
+    assert not (tmp_path / "run").exists()  # a run that saved nothing leaves no folder to take the name
 
 
 def test_fine_tune_grows_vocabulary_and_keeps_old_embeddings(tmp_path, tiny_text, tiny_model_config,
@@ -214,3 +216,156 @@ def test_the_training_loop_imports_neither_plotting_nor_sampling():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+def _slow_validation(monkeypatch, seconds_per_column):
+    """Validation deliberately expensive next to a step (as with a big validation split on a busy
+    machine): each evaluation sleeps in proportion to the characters per stream it scores. Sleeping
+    costs no CPU, so the test measures the trainer's arithmetic, not the machine's load."""
+    import importlib
+
+    training = importlib.import_module("charrnn.train")  # `charrnn.train` itself is the function
+    real = training.evaluate
+
+    def slow(model, streams, *args, **kwargs):
+        time.sleep(seconds_per_column * (streams.shape[1] - 1))
+        return real(model, streams, *args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate", slow)
+
+
+def test_the_time_budget_holds_when_validation_is_slow(tmp_path, tiny_text, tiny_model_config, tiny_train_config,
+                                                       monkeypatch):
+    # No evaluation is due before the clock runs out, so none has been timed when the run must decide
+    # to stop: the cost of the final one is estimated up front (a slice of validation, scaled), else
+    # the run overshoots by a whole validation pass. The same after a resume (a new process has
+    # timed nothing either). 977 characters per stream at 2 ms: 2 s per evaluation, so a run that
+    # does not reserve it ends 2 s late or later. The slack is for a busy machine's varying speed.
+    _slow_validation(monkeypatch, 0.002)
+    text = tiny_text * 20
+    cfg = tiny_train_config.replace(max_steps=None, time_budget=8.0, eval_interval=10**6, val_frac=0.5)
+    first = train(text, tmp_path / "run", tiny_model_config, cfg)
+    assert first.stop_reason == "time_budget" and first.step > 0
+    assert first.history["step"] == [first.step]  # only the final evaluation ran
+    assert first.elapsed <= 8.0 + 1.5, first.elapsed
+    more = resume(text, tmp_path / "run", time_budget=6.0)  # six more seconds
+    assert more.stop_reason == "time_budget" and more.step > first.step
+    assert more.elapsed - first.elapsed <= 6.0 + 1.5, (first.elapsed, more.elapsed)
+
+
+def test_resuming_a_finished_run_with_a_new_limit_continues(tmp_path, tiny_text, tiny_model_config,
+                                                            tiny_train_config):
+    # The README's `--resume RUN --max-steps N` after a run that its time budget ended: the saved
+    # clock is spent, and a new step limit replaces it; a new time budget is that much more time.
+    cfg = tiny_train_config.replace(max_steps=None, time_budget=2.0, eval_interval=10**6)
+    first = train(tiny_text, tmp_path / "run", tiny_model_config, cfg)
+    assert first.stop_reason == "time_budget"
+    with pytest.raises(CharRNNError, match=r"already reached (its|the end of its) time budget .* --max-steps N .* --time-budget T"):
+        resume(tiny_text, tmp_path / "run")  # no new limit: nothing left to do, and it says how to go on
+    by_steps = resume(tiny_text, tmp_path / "run", max_steps=first.step + 7)
+    assert by_steps.stop_reason == "max_steps" and by_steps.step == first.step + 7
+    assert checkpoint.load(tmp_path / "run" / "last.pt").meta["step"] == first.step + 7
+    with pytest.raises(CharRNNError, match=r"already reached its step limit"):
+        resume(tiny_text, tmp_path / "run", max_steps=first.step + 7)
+    with pytest.raises(CharRNNError, match=r"too short to train a step and evaluate"):
+        resume(tiny_text, tmp_path / "run", time_budget=0.01)
+    by_time = resume(tiny_text, tmp_path / "run", time_budget=4.0)
+    assert by_time.stop_reason == "time_budget" and by_time.step > by_steps.step
+    assert by_time.elapsed == pytest.approx(by_steps.elapsed + 4.0, abs=1.5)
+    meta = checkpoint.load(tmp_path / "run" / "last.pt").meta
+    assert meta["train_config"]["max_steps"] is None
+    assert [s["step"] for s in meta["starts"]] == [first.step, by_steps.step]  # where each session began
+
+
+def test_a_run_that_ends_undertrained_says_so_and_what_to_do(tmp_path):
+    from charrnn.advice import undertrained_note
+    from charrnn.train import TrainResult
+
+    def result(step, loss, reason="time_budget", elapsed=120.0, model=None):
+        model = model or ModelConfig()
+        history = {"step": [step], "val_loss": [loss]}
+        return TrainResult(tmp_path, loss, step, step, elapsed, reason, history, TrainConfig(), model)
+
+    early = undertrained_note(result(98, 2.6))  # the 98 steps a busy machine managed in 2 minutes
+    assert "before the first scheduled evaluation (step 200)" in early
+    assert "other programs were using it" in early and "--time-budget" in early and "quieter machine" in early
+    high = undertrained_note(result(641, 2.2))  # evaluated, but far above the quick preset's ~1.55
+    assert "far above the ~1.55" in high and "quick" in high
+    assert undertrained_note(result(2042, 1.5352)) is None  # the README's default run
+    assert undertrained_note(result(641, 2.2, model=ModelConfig(hidden_size=100))) is None  # no reference
+    assert undertrained_note(result(98, 2.6, reason="SIGINT")) is None  # stopped on purpose
+
+
+def test_the_library_defaults_are_the_cli_default(tiny_text):
+    # `train(text, dir)` and `charrnn train FILE` on a CPU train the same model the same way.
+    from charrnn.cli import _configs
+
+    model_config, train_config = _configs("auto", {}, {"device": "cpu"})
+    assert model_config == ModelConfig(vocab_size=model_config.vocab_size)
+    assert train_config == TrainConfig(device="cpu")
+
+
+@pytest.mark.parametrize("field, value", [("lr", 1e39), ("lr", 1e300), ("lr", 2.0), ("weight_decay", 1e30),
+                                          ("grad_clip", 1e300), ("max_steps", 10**20), ("warmup_steps", 10**20),
+                                          ("decay_steps", 10**20), ("eval_interval", 10**20),
+                                          ("time_budget", 1e300)])
+def test_absurd_settings_are_refused_up_front(field, value):
+    with pytest.raises(CharRNNError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_a_divergence_names_its_likely_cause(tmp_path, tiny_text, tiny_model_config, tiny_train_config):
+    # A divergence under a heavy weight decay must point at it, not send the user lowering the lr.
+    trainer = Trainer(tiny_text, tmp_path / "run", tiny_model_config, tiny_train_config.replace(weight_decay=0.5))
+    with torch.no_grad():
+        trainer.model.head.bias.fill_(float("nan"))
+    with pytest.raises(CharRNNError, match=r"loss became nan at step 1; --weight-decay 0.5 is far above the usual"):
+        trainer.run()
+
+
+def test_the_loss_plot_names_the_run_and_marks_where_sessions_began(tmp_path, monkeypatch):
+    from charrnn import plots
+
+    drawn = {}
+    real = plots._atomic_savefig
+
+    def capture(fig, path, fmt, **kwargs):
+        drawn["title"] = fig._suptitle.get_text()
+        drawn["labels"] = [t.get_text().strip() for ax in fig.axes for t in ax.texts]
+        drawn["lines"] = [line.get_xdata()[0] for ax in fig.axes for line in ax.lines if line.get_linestyle() == "--"]
+        drawn["math"] = [t.get_parse_math() for ax in fig.axes for t in ax.texts if "$" in t.get_text()]
+        drawn["math"].append(fig._suptitle.get_parse_math())
+        return real(fig, path, fmt, **kwargs)
+
+    monkeypatch.setattr(plots, "_atomic_savefig", capture)
+    history = {"step": [100, 200, 300], "time": [60.0, 120.0, 180.0], "train_loss": [2.5, 2.0, 1.8],
+               "val_loss": [2.6, 2.1, 1.9]}
+    starts = [(0, 0.0, "fine-tuned from $hakespeare_1"), (200, 120.0, "resumed")]
+    plots.plot_losses(history, tmp_path / "losses.png", title="my_run $1", starts=starts)
+    assert drawn["title"] == "my_run $1: training loss"
+    assert drawn["labels"].count("resumed") == 2 and drawn["labels"].count("fine-tuned from $hakespeare_1") == 2
+    assert sorted(drawn["lines"]) == [0, 0, 2.0, 200]  # steps on the left, minutes on the right
+    assert not any(drawn["math"])  # drawn literally, never as mathtext
+    assert (tmp_path / "losses.png").stat().st_size > 0
+
+
+def test_the_cli_summary_says_undertrained_and_a_new_step_limit_continues(tmp_path, text_file):
+    # The issue's path end to end: a time-budget run that never reached its first evaluation says so,
+    # and `--resume RUN --max-steps N` then trains on instead of printing "done" at once.
+    from click.testing import CliRunner
+
+    from charrnn.cli import main
+
+    tiny = ["--embed-dim", "8", "--hidden-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-len", "16",
+            "--device", "cpu", "--sample-length", "0", "--precision", "fp32", "--eval-interval", "100000"]
+    run_dir = tmp_path / "run"
+    first = CliRunner().invoke(main, ["train", str(text_file), "--out", str(run_dir), "--time-budget", "3s", *tiny],
+                               catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    assert "undertrained: the time budget ran out at step" in first.output
+    assert "before the first scheduled evaluation (step 100000)" in first.output
+    step = checkpoint.load(run_dir / "last.pt").meta["step"]
+    more = CliRunner().invoke(main, ["train", str(text_file), "--resume", str(run_dir), "--max-steps", str(step + 5)],
+                              catch_exceptions=False)
+    assert more.exit_code == 0, more.output
+    assert f"resuming at step {step}" in more.output and "done (max_steps)" in more.output
+    assert checkpoint.load(run_dir / "last.pt").meta["step"] == step + 5
