@@ -5,6 +5,7 @@ Kept apart from the trainer so the messages can be read (and tested) as the user
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import PRESET_REFERENCE, TrainConfig, preset_of_model
@@ -26,6 +27,14 @@ def divergence_hint(cfg: TrainConfig) -> str:
         return (f"--grad-clip {cfg.grad_clip:g} hardly clips; try the default {TrainConfig.grad_clip:g} "
                 f"or a lower --lr (now {cfg.lr:g})")
     return f"try a lower --lr (now {cfg.lr:g})"
+
+
+def kept_checkpoint(run_dir: Path) -> str:
+    """The end of a divergence message: which checkpoint survives, if any does."""
+    kept = run_dir / "best.pt"
+    if kept.exists():
+        return f"; the last good checkpoint is kept at {kept}"
+    return "; nothing was saved (it diverged before its first evaluation)"
 
 
 UNDERTRAINED_FACTOR = 1.3  # a best loss this many times what the preset normally reaches is "far above" it

@@ -4,8 +4,10 @@ weight average, guards)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -63,6 +65,12 @@ def meta(trainer: Trainer) -> dict[str, Any]:
         "updated": now_iso(),
         **trainer.extra_meta,
     }
+
+
+def mark_start(trainer: Trainer, label: str) -> None:
+    """Record where a session began (the loss plot draws a line there)."""
+    trainer.extra_meta["starts"] = [*trainer.extra_meta.get("starts", []),
+                                    {"step": trainer.step, "time": round(trainer.clock.elapsed, 2), "label": label}]
 
 
 def train_state(trainer: Trainer) -> dict[str, Any]:
@@ -135,3 +143,16 @@ def restore(trainer: Trainer, ckpt: checkpoint.Checkpoint) -> None:
         trainer.log({"event": "warning", "message": "the corpus changed since this run was saved; "
                      "continuing at the same position in the new text"})
     set_rng_state(trainer.dist.rng_state_for_me(state), trainer.device)
+
+
+def remove_if_nothing_saved(run_dir: Path, created: bool) -> None:
+    """A run that failed before its first save leaves nothing behind: its per-step logs go, and the
+    folder too if this run created it (so the name is free for the next run)."""
+    if any((run_dir / name).exists() for name in (checkpoint.BEST, checkpoint.LAST)):
+        return
+    with contextlib.suppress(OSError):
+        for name in ("metrics.jsonl", "samples.jsonl", "config.toml"):
+            (run_dir / name).unlink(missing_ok=True)
+        checkpoint.remove_stale_temp_files(run_dir)
+        if created:
+            run_dir.rmdir()  # only if empty: never remove what someone else put there

@@ -8,7 +8,6 @@ one clock owns progress, time left and the stop decision (clock.py).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint, run_state
-from .advice import divergence_hint
+from .advice import divergence_hint, kept_checkpoint
 from .averaging import WeightAverage
 from .clock import RunClock, StopSignal, lr_at, resumed_limits
 from .config import ModelConfig, TrainConfig
@@ -205,45 +204,20 @@ class Trainer:
         self.optimizer.step()
         if self.average is not None:
             self.average.update(self.model, self.step)
-        self.hidden = self._reset_some_rows(detach_hidden(hidden)) if cfg.stateful else None
+        self.hidden = reset_some_rows(detach_hidden(hidden), cfg, self.step, self.dist) if cfg.stateful else None
         self.step += 1
         self.index += 1
         # Under torchrun: the whole global batch's loss.
         return StepResult(self.dist.mean(loss.item()), lr, float(grad_norm))
-
-    def _reset_some_rows(self, hidden: Hidden) -> Hidden:
-        """Restart a random few streams from the zero state.
-
-        With the state always carried, the model almost never sees a zero state after the first
-        window of an epoch, and then writes nonsense for the first characters after a short prime
-        (the state a sample starts from). A few fresh starts per step teach it that case too.
-        """
-        if not self.cfg.state_reset_prob:
-            return hidden
-        # Drawn for the whole global batch from (seed, step), not from the global RNG: every rank of a
-        # torchrun job and every resume draws the same resets, so N processes compute what one does.
-        gen = torch.Generator().manual_seed(derived_seed(self.cfg.seed, self.step))
-        keep = torch.rand(self.cfg.batch_size, generator=gen) >= self.cfg.state_reset_prob
-        keep = keep[self.dist.rows(self.cfg.batch_size)].to(self.device).view(1, -1, 1)
-        if isinstance(hidden, tuple):
-            return tuple(h * keep.to(h.dtype) for h in hidden)  # type: ignore[return-value]
-        return hidden * keep.to(hidden.dtype)
 
     def _check_loss(self, loss: float) -> None:
         if self.first_loss is None:
             self.first_loss = loss
         bad = not math.isfinite(loss)
         if bad or loss > EXPLODE_FACTOR * self.first_loss:
-            where = self._kept_checkpoint()
+            where = kept_checkpoint(self.run_dir)
             what = f"became {loss}" if bad else f"exploded to {loss:.3f} (first loss {self.first_loss:.3f})"
             raise CharRNNError(f"training loss {what} at step {self.step}; {divergence_hint(self.cfg)}{where}")
-
-    def _kept_checkpoint(self) -> str:
-        """The end of a divergence message: which checkpoint survives, if any does."""
-        kept = self.run_dir / checkpoint.BEST
-        if kept.exists():
-            return f"; the last good checkpoint is kept at {kept}"
-        return "; nothing was saved (it diverged before its first evaluation)"
 
     # ----- evaluation --------------------------------------------------------------------------
     def evaluate_and_save(self, train_loss: float | None) -> bool:
@@ -253,7 +227,7 @@ class Trainer:
         val_loss = self.dist.evaluate(evaluate, self.eval_model, self.val, self.device, self.precision)
         if not math.isfinite(val_loss):  # the last update broke the weights: never save them
             raise CharRNNError(f"validation loss became {val_loss} at step {self.step}; "
-                               f"{divergence_hint(self.cfg)}{self._kept_checkpoint()}")
+                               f"{divergence_hint(self.cfg)}{kept_checkpoint(self.run_dir)}")
         h = self.history
         h["step"].append(self.step)
         h["epoch"].append(round(self.epoch_float(), 4))
@@ -280,9 +254,8 @@ class Trainer:
     # ----- the loop ----------------------------------------------------------------------------
     def run(self) -> TrainResult:
         resumed_at = self.step if self.restored else None
-        if resumed_at is not None:  # marked on the loss plot
-            self.extra_meta["starts"] = [*self.extra_meta.get("starts", []),
-                                         {"step": self.step, "time": round(self.clock.elapsed, 2), "label": "resumed"}]
+        if resumed_at is not None:
+            run_state.mark_start(self, "resumed")
         created = not self.run_dir.exists()
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -307,42 +280,12 @@ class Trainer:
             for listener in self.listeners:
                 listener.on_end(self, failed)
             if failed and self.dist.is_main:
-                self._remove_if_nothing_saved(created)
+                run_state.remove_if_nothing_saved(self.run_dir, created)
         self.log({"event": "end", "reason": reason, "step": self.step, "elapsed": self.clock.elapsed,
                   "best_val_loss": self.best_val_loss, "best_step": self.best_step,
                   "best_path": str(self.run_dir / checkpoint.BEST)})
         return TrainResult(self.run_dir, self.best_val_loss, self.best_step, self.step, self.clock.elapsed,
                            reason, self.history, self.cfg, self.model_config)
-
-    def _remove_if_nothing_saved(self, created: bool) -> None:
-        """A run that failed before its first save leaves nothing behind: its per-step logs go, and the
-        folder too if this run created it (so the name is free for the next run)."""
-        if any((self.run_dir / name).exists() for name in (checkpoint.BEST, checkpoint.LAST)):
-            return
-        with contextlib.suppress(OSError):
-            for name in ("metrics.jsonl", "samples.jsonl", "config.toml"):
-                (self.run_dir / name).unlink(missing_ok=True)
-            checkpoint.remove_stale_temp_files(self.run_dir)
-            if created:
-                self.run_dir.rmdir()  # only if empty: never remove what someone else put there
-
-    def estimate_eval_cost(self) -> float:
-        """Seconds the final evaluation and save will take, before one has run (afterwards the last
-        one's measured cost is used): the validation pass over its first columns, scaled up, the
-        listeners' rehearsal (the plot drawn, not written) and the writes. Without it a run that
-        ends before its first evaluation overshoots its budget by a whole validation pass."""
-        columns = self.val.shape[1] - 1  # characters scored per stream
-        probe = min(columns, EVAL_PROBE_COLUMNS)
-        t = time.perf_counter()
-        self.dist.evaluate(evaluate, self.eval_model, self.val[:, : probe + 1], self.device, self.precision)
-        scored = (time.perf_counter() - t) * columns / max(probe, 1)
-        t = time.perf_counter()
-        for listener in self.listeners:
-            listener.rehearse(self)
-        release_free_memory()  # as after every evaluation
-        rehearsed = time.perf_counter() - t
-        weights = 4 * sum(p.numel() for p in self.model.parameters()) * (4 if self.average is None else 5)  # + Adam
-        return EVAL_MARGIN * (scored + rehearsed) + SAVE_ALLOWANCE + weights / SAVE_BYTES_PER_SEC
 
     def _loop(self, resumed_at: int | None) -> str:
         """Step until a limit, a signal or early stop; end on an evaluated, saved step. Returns why."""
@@ -351,7 +294,7 @@ class Trainer:
         clock.start(self.step)
         if (cfg.time_budget is not None and clock.elapsed < cfg.time_budget
                 and not (cfg.max_steps is not None and self.step >= cfg.max_steps)):
-            clock.eval_cost = self.estimate_eval_cost()  # counted inside the budget
+            clock.eval_cost = estimate_eval_cost(self)  # counted inside the budget
             clock.tick()
         recent: list[float] = []  # training losses since the last evaluation
         with stop.installed():
@@ -375,7 +318,7 @@ class Trainer:
                 for listener in self.listeners:
                     listener.on_step(self, row)
                 if self.step % cfg.log_interval == 0:
-                    self._log_progress(result, recent)
+                    self.log(step_event(self, result, recent))
                 if self.step % cfg.eval_interval == 0:
                     with clock.timing_evaluation():
                         train_loss = sum(recent) / len(recent)
@@ -392,14 +335,55 @@ class Trainer:
             self.save_last()
         return reason
 
-    def _log_progress(self, result: StepResult, recent: list[float]) -> None:
-        clock, window = self.clock, recent[-self.cfg.log_interval:]
-        rate = clock.chars_per_sec(self.step)
-        self.log({"event": "step", "step": self.step, "epoch": self.epoch_float(),
-                  "train_loss": sum(window) / len(window), "lr": result.lr, "chars_per_sec": rate,
-                  "elapsed": clock.elapsed, "time_left": clock.time_left(self.step, rate),
-                  "best_val_loss": self.best_val_loss, "done_frac": clock.done_frac(self.step),
-                  "grad_norm": result.grad_norm})
+
+
+def step_event(trainer: Trainer, result: StepResult, recent: list[float]) -> dict[str, Any]:
+    """The progress event logged every --log-interval steps."""
+    clock, window = trainer.clock, recent[-trainer.cfg.log_interval:]
+    rate = clock.chars_per_sec(trainer.step)
+    return {"event": "step", "step": trainer.step, "epoch": trainer.epoch_float(),
+            "train_loss": sum(window) / len(window), "lr": result.lr, "chars_per_sec": rate,
+            "elapsed": clock.elapsed, "time_left": clock.time_left(trainer.step, rate),
+            "best_val_loss": trainer.best_val_loss, "done_frac": clock.done_frac(trainer.step),
+            "grad_norm": result.grad_norm}
+
+
+def reset_some_rows(hidden: Hidden, cfg: TrainConfig, step: int, dist: Distributed) -> Hidden:
+    """Restart a random few streams from the zero state.
+
+    With the state always carried, the model almost never sees a zero state after the first
+    window of an epoch, and then writes nonsense for the first characters after a short prime
+    (the state a sample starts from). A few fresh starts per step teach it that case too.
+    """
+    if not cfg.state_reset_prob:
+        return hidden
+    # Drawn for the whole global batch from (seed, step), not from the global RNG: every rank of a
+    # torchrun job and every resume draws the same resets, so N processes compute what one does.
+    gen = torch.Generator().manual_seed(derived_seed(cfg.seed, step))
+    keep = torch.rand(cfg.batch_size, generator=gen) >= cfg.state_reset_prob
+    keep = keep[dist.rows(cfg.batch_size)].to(hidden[0].device).view(1, -1, 1)
+    if isinstance(hidden, tuple):
+        return tuple(h * keep.to(h.dtype) for h in hidden)  # type: ignore[return-value]
+    return hidden * keep.to(hidden.dtype)
+
+
+def estimate_eval_cost(trainer: Trainer) -> float:
+    """Seconds the final evaluation and save will take, before one has run (afterwards the last
+    one's measured cost is used): the validation pass over its first columns, scaled up, the
+    listeners' rehearsal (the plot drawn, not written) and the writes. Without it a run that
+    ends before its first evaluation overshoots its budget by a whole validation pass."""
+    columns = trainer.val.shape[1] - 1  # characters scored per stream
+    probe = min(columns, EVAL_PROBE_COLUMNS)
+    t = time.perf_counter()
+    trainer.dist.evaluate(evaluate, trainer.eval_model, trainer.val[:, : probe + 1], trainer.device, trainer.precision)
+    scored = (time.perf_counter() - t) * columns / max(probe, 1)
+    t = time.perf_counter()
+    for listener in trainer.listeners:
+        listener.rehearse(trainer)
+    release_free_memory()  # as after every evaluation
+    rehearsed = time.perf_counter() - t
+    weights = 4 * sum(p.numel() for p in trainer.model.parameters()) * (4 if trainer.average is None else 5)  # + Adam
+    return EVAL_MARGIN * (scored + rehearsed) + SAVE_ALLOWANCE + weights / SAVE_BYTES_PER_SEC
 
 
 def train(text: str | CorpusSource, run_dir: str | os.PathLike, model_config: ModelConfig | None = None,
