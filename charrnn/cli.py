@@ -57,6 +57,21 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         raise click.BadParameter(str(exc)) from None
 
 
+def _prepare_threads(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Runs while the options are parsed, before the command imports torch: OpenMP reads its
+    waiting policy once, when torch loads (see charrnn.threads)."""
+    from .threads import prepare_process
+
+    prepare_process(value)
+
+
+# Every command that computes takes it; the count itself is set when the work starts.
+_threads_option = click.option(
+    "--threads", default=None, metavar="N|auto", expose_value=False, callback=_prepare_threads,
+    help="CPU threads for torch and NumPy (a fixed N also repeats runs bit for bit).  "
+         "[default: $CHARRNN_THREADS, else auto: the cores other programs leave free, re-checked while training]")
+
+
 def _fmt_time(seconds: float | None) -> str:
     if seconds is None:
         return "?"
@@ -191,6 +206,7 @@ def _runs_dir_for(text_file: str) -> Path:
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where encoded corpora are kept.  [default: $CHARRNN_CACHE_DIR, else ~/.cache/charrnn]")
 @click.option("--ddp", is_flag=True, help="Insist on a multi-process run (started by torchrun --nproc_per_node N -m charrnn train ...); under torchrun DDP is used with or without it.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the final summary.")
+@_threads_option
 def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run: Path | None, init_from: Path | None,
           encoding: str, separator: str, val_split: str, cache_dir: Path | None, ddp: bool, quiet: bool,
           **flags: Any) -> None:
@@ -384,6 +400,7 @@ def _refuse_ignored_decoding(temperature: float | None, decoding: dict[str, Any]
 @click.option("--echo-prime/--no-echo-prime", default=True, help="Print the prime before the generated text.  [default: echo]")
 @click.option("--show-top", type=int, default=None, metavar="K", help="Instead of the text, show each step's top K candidates (as `charrnn inspect`).")
 @click.option("--csv", "as_csv", is_flag=True, help="With --show-top: CSV instead of an aligned table.")
+@_threads_option
 def sample(checkpoint: Path | None, device: str, prime: str | None, prime_file: Path | None, encoding: str,
            stop: tuple[str, ...], seed: int | None, temperature: float | None, length: int, unknown: str, num_samples: int,
            beam: int | None, length_penalty: float, fmt: str, echo_prime: bool, show_top: int | None,
@@ -476,6 +493,7 @@ def _print_samples(results: list[Any], echo: str, fmt: str) -> None:
 @click.option("-k", "--top", type=int, default=5, show_default=True, help="Candidates shown per position.")
 @click.option("--context-width", type=int, default=40, show_default=True, help="Characters of context shown (its end).")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV (raw characters, full precision) instead of an aligned table.")
+@_threads_option
 def inspect(checkpoint: Path | None, device: str, prime: str | None, prime_file: Path | None, encoding: str,
             stop: tuple[str, ...], seed: int | None, temperature: float | None, length: int, unknown: str, top: int,
             context_width: int, as_csv: bool, **decoding: Any) -> None:
@@ -534,6 +552,7 @@ def _inspect(checkpoint: Path | None, device: str, prime: str | None, prime_file
 @click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True, help="What to do with characters the model never saw.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of TEXT_FILE.")
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or mps.")
+@_threads_option
 def score(text_file: Path, checkpoint: Path | None, context: str, per_char: Path | None, unknown: str, encoding: str,
           device: str) -> None:
     """How well a model predicts TEXT_FILE: mean loss in nats/char, bits/char and perplexity."""
@@ -618,6 +637,7 @@ def data_list() -> None:
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the training text.")
 @click.option("--check", is_flag=True, help="Exit with status 1 unless the spectrum holds (repetition falls, invention rises, greedy loops, T=2 invents a third of its words).")
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or mps.")
+@_threads_option
 def sweep(checkpoint: Path | None, out: Path | None, temperatures: str, greedy: bool, num_samples: int, length: int,
           seed: int, prime: str, corpus: Path | None, encoding: str, check: bool, device: str) -> None:
     """Sample a model across temperatures and measure the repetitive-to-chaotic spectrum."""

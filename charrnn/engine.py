@@ -31,6 +31,7 @@ import torch
 
 from .model import CharRNN, Hidden
 from .runtime import onednn_disabled
+from .threads import apply as apply_threads
 
 # At and above this batch, the torch engine keeps oneDNN on (its per-call set-up is amortised).
 ONEDNN_MIN_BATCH = 16
@@ -326,6 +327,7 @@ def make_engine(model: CharRNN, batch_size: int = 1, backend: str = "auto") -> S
     """The faster engine for this model and batch: see `prefers_torch` on CPU; torch elsewhere."""
     if backend not in ("auto", "numpy", "torch"):
         raise ValueError(f"backend must be auto, numpy or torch, got {backend!r}")
+    apply_threads()  # the planned thread count (charrnn.threads), once per process
     if backend == "auto":
         on_cpu = model.head.weight.device.type == "cpu"
         backend = "torch" if not on_cpu or prefers_torch(model, batch_size) else "numpy"

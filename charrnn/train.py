@@ -33,6 +33,7 @@ from .errors import CharRNNError
 from .model import CharRNN, Hidden, detach_hidden
 from .plots import LossCurve, plot_losses
 from .runtime import autocast, derived_seed, release_free_memory, resolve_precision, seed_everything
+from .threads import StepTuner
 from .vocab import Vocab
 
 LOG2E = 1.0 / math.log(2.0)
@@ -539,6 +540,7 @@ class Trainer:
         log_t, log_step = time.perf_counter(), self.step
         reason = "max_steps"
         metrics = _MetricsLog(self.run_dir / "metrics.jsonl" if self.dist.is_main else Path(os.devnull))
+        threads = StepTuner()  # the thread count, re-checked while training (charrnn.threads)
         self.log({"event": "start", "run_dir": str(self.run_dir), "device": str(self.device),
                   "precision": self.precision, "params": sum(p.numel() for p in self.model.parameters()),
                   "model_config": self.model_config.to_dict(), "train_config": cfg.to_dict(),
@@ -561,7 +563,9 @@ class Trainer:
                         reason = stop.signal
                         self.log({"event": "stopping", "signal": stop.signal, "step": self.step})
                         break
+                    step_t0 = time.perf_counter()
                     loss = self.train_step()
+                    threads.step_done(time.perf_counter() - step_t0)
                     self.elapsed = start_elapsed + time.perf_counter() - t0
                     self._check_loss(loss)
                     recent.append(loss)
