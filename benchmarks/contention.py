@@ -176,8 +176,11 @@ def stop_busy(procs: list[subprocess.Popen]) -> None:
 def measure(variant: str, workload: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", variant, "--workload", workload, "--seconds", str(args.seconds),
            "--warmup", str(args.warmup)] + (["--smoke"] if args.smoke else [])
-    out = subprocess.run(cmd, env=variant_env(variant), capture_output=True, text=True,
-                         timeout=120 + 4 * (args.seconds + args.warmup))
+    try:
+        out = subprocess.run(cmd, env=variant_env(variant), capture_output=True, text=True,
+                             timeout=args.child_timeout)
+    except subprocess.TimeoutExpired:  # so slow it never finished (spinning threads on a loaded machine)
+        return {"variant": variant, "workload": workload, "chars_per_s": 0.0, "threads_at_end": "timeout"}
     if out.returncode != 0:
         raise SystemExit(f"Error: child {variant}/{workload} failed: {out.stderr.strip().splitlines()[-1:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -248,6 +251,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=None, help="untimed start per cell (default 1.5; smoke 0.2)")
     parser.add_argument("--loads", default=None, help="busy processes per level (default 0,1,2; smoke 1)")
     parser.add_argument("--workloads", default=None, help=f"comma-separated, of {','.join(WORKLOADS)}")
+    parser.add_argument("--child-timeout", type=float, default=120.0,
+                        help="seconds a measurement may take in all, start-up included; past it, 0 chars/s")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON line")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma-separated; besides the four, spin-N (all cores, GOMP_SPINCOUNT=N) explores")

@@ -124,7 +124,7 @@ class _Progress:
                 if value)
             click.echo(f"{m['num_layers']}x{m['hidden_size']} {m['model'].upper()} "
                        f"({event['params'] / 1e6:.2f}M params, vocab {event['vocab_size']}{regularised}) on "
-                       f"{event['device']}{procs} ({event['precision']}), batch {t['batch_size']} x seq {t['seq_len']}, "
+                       f"{event['device']}{procs} ({event['precision']}{_threads_note(event)}), batch {t['batch_size']} x seq {t['seq_len']}, "
                        f"lr {t['lr']:g}{budget}{steps}{resumed} -> {event['run_dir']}", err=True)
         elif kind == "corpus":  # preparing the memory-mapped id file (corpus_cache)
             click.echo(event["message"], err=True)
@@ -150,6 +150,13 @@ class _Progress:
                        f"({event['val_bits']:.3f} bits){mark}", err=True)
             if event.get("sample"):
                 click.echo("  | " + event["sample"].replace("\n", "\n  | "), err=True)
+
+
+def _threads_note(event: dict[str, Any]) -> str:
+    if event.get("device") != "cpu" or "threads" not in event:
+        return ""
+    plural = "s" if event["threads"] != 1 else ""
+    return f", {event['threads']} thread{plural}" + (" for now, re-checked as it runs" if event["threads_auto"] else "")
 
 
 def _runs_dir_for(text_file: str) -> Path:

@@ -545,7 +545,8 @@ class Trainer:
                   "precision": self.precision, "params": sum(p.numel() for p in self.model.parameters()),
                   "model_config": self.model_config.to_dict(), "train_config": cfg.to_dict(),
                   "vocab_size": len(self.vocab), "windows_per_epoch": self.batcher.windows_per_epoch,
-                  "resumed_at": self.step, "world_size": self.dist.world_size})
+                  "resumed_at": self.step, "world_size": self.dist.world_size,
+                  "threads": threads.current, "threads_auto": threads.active})
         try:
             with stop.installed():
                 while True:
