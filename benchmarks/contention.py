@@ -71,7 +71,7 @@ def child(variant: str, workload: str, seconds: float, warmup: float, smoke: boo
     if variant in ("before", "passive") or variant.startswith("spin-"):
         torch.set_num_threads(cores)  # torch's own default; OpenBLAS starts with all cores too
     preset = PRESETS["quick"]
-    text = synthetic_text(60_000 if smoke else 400_000)
+    text = synthetic_text(60_000 if smoke else 200_000)
     vocab_size = len(set(text))
     model_cfg = ModelConfig.from_dict({**preset["model"], "vocab_size": vocab_size})
     if smoke:
@@ -102,8 +102,10 @@ def train_rate(text: str, model_cfg, train_cfg, seconds: float, warmup: float, s
 
     if smoke:
         train_cfg = train_cfg.replace(batch_size=8, seq_len=32)
+    # A small validation share: the run's final evaluation is not timed, but a slow variant on a
+    # loaded machine would spend minutes on a big one.
     cfg = train_cfg.replace(time_budget=warmup + seconds, max_steps=None, eval_interval=10**9, log_interval=1,
-                            sample_interval=0, sample_length=0, precision="auto", device="cpu")
+                            sample_interval=0, sample_length=0, precision="auto", device="cpu", val_frac=0.02)
     marks: list[tuple[float, int]] = []
 
     def log(event: dict) -> None:
@@ -259,6 +261,8 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workload", choices=WORKLOADS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # A stopped benchmark still stops its busy processes (the `finally` in run).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     if args.child:
         print(json.dumps(child(args.child, args.workload, args.seconds, args.warmup, args.smoke)))
         return

@@ -7,7 +7,7 @@ late every time, while the others spin at the barrier and burn the time the neig
 yielded. On 2 cores beside one busy process the default 2x256 run fell from 30k to 14k chars/s (one
 thread: 27k); NumPy's OpenBLAS sampling at batch 1 fell 20-fold. So:
 
-* OpenMP's idle threads spin briefly, then sleep: GOMP_SPINCOUNT=1000 (a few tens of microseconds)
+* OpenMP's idle threads spin briefly, then sleep: GOMP_SPINCOUNT=1000 (microseconds)
   instead of libgomp's default 300,000 (milliseconds). The waits between the parallel regions of
   an LSTM step are shorter than that, so a quiet machine loses nothing (measured: 18.6-19.7k
   against 17.5-18.7k chars/s), while a thread whose partner was descheduled stops burning the

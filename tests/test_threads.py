@@ -181,3 +181,22 @@ def test_a_fixed_count_is_never_tuned(monkeypatch):
     for _ in range(50):
         tuner.step_done(0.1)
     assert not tuner.active and calls == [2]  # applied once, as asked
+
+
+def test_training_reports_its_steps_to_the_tuner(monkeypatch, tmp_path, tiny_text, tiny_model_config,
+                                                  tiny_train_config):
+    """The trainer's loop drives the A/B: with an automatic plan the other count is tried."""
+    from charrnn.train import train
+
+    for key in THREAD_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "other_load", lambda window=0.1: 0.0)
+    calls: list[int] = []
+    monkeypatch.setattr(threads, "set_threads", calls.append)
+    threads.prepare_process()
+    events: list[dict] = []
+    train(tiny_text, tmp_path / "run", tiny_model_config, tiny_train_config.replace(max_steps=20), log=events.append)
+    start = next(e for e in events if e["event"] == "start")
+    assert start["threads"] == 2 and start["threads_auto"]
+    assert calls[:2] == [2, 1]  # chosen at start, then the trial of one thread
