@@ -173,15 +173,30 @@ def other_load(window: float = 0.1) -> float:
 
 
 def _cpu_times() -> tuple[float, float] | None:
-    """(busy, idle) seconds of all cores since boot, from /proc/stat."""
+    """(busy, idle) seconds since boot of the cores this process may use, from /proc/stat (only
+    those: under taskset or a container's cpuset, the host's other cores are not our business)."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        allowed = None
+    busy = idle = 0
     try:
         with open("/proc/stat", encoding="ascii") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
+            for line in f:
+                name, *values = line.split()
+                if not name.startswith("cpu") or name == "cpu":
+                    if busy or idle:
+                        break  # the per-core lines come together, right after the total
+                    continue
+                if allowed is not None and int(name[3:]) not in allowed:
+                    continue
+                fields = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
+                core_idle = fields[3] + fields[4]
+                idle += core_idle
+                busy += sum(fields) - core_idle  # steal counts as busy: the hypervisor gave it away
+    except (OSError, ValueError, IndexError):
         return None
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal (no guest: in user)
     return busy / tick, idle / tick
 
 
