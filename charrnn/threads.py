@@ -241,8 +241,10 @@ class StepTuner:
     """
 
     def __init__(self, period: float = 15.0, max_period: float = 120.0, trial_steps: int = 5,
-                 warm_steps: int = 1, drift: float = 1.25, clock: Callable[[], float] = time.monotonic):
-        self.active = _plan is not None and _plan.threads is None and available_cores() > 1
+                 warm_steps: int = 1, drift: float = 1.25, clock: Callable[[], float] = time.monotonic,
+                 on_cpu: bool = True):
+        # On a GPU the CPU threads hardly matter: nothing to tune.
+        self.active = on_cpu and _plan is not None and _plan.threads is None and available_cores() > 1
         self.base_period, self.max_period, self.period = period, max_period, period
         self.trial_steps, self.warm_steps, self.drift, self.clock = trial_steps, warm_steps, drift, clock
         self.current = apply() or 1  # a fixed count is set here too

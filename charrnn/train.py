@@ -540,7 +540,7 @@ class Trainer:
         log_t, log_step = time.perf_counter(), self.step
         reason = "max_steps"
         metrics = _MetricsLog(self.run_dir / "metrics.jsonl" if self.dist.is_main else Path(os.devnull))
-        threads = StepTuner()  # the thread count, re-checked while training (charrnn.threads)
+        threads = StepTuner(on_cpu=self.device.type == "cpu")  # the thread count, re-checked while training
         self.log({"event": "start", "run_dir": str(self.run_dir), "device": str(self.device),
                   "precision": self.precision, "params": sum(p.numel() for p in self.model.parameters()),
                   "model_config": self.model_config.to_dict(), "train_config": cfg.to_dict(),
