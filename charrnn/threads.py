@@ -156,7 +156,8 @@ def threads_for_load(busy_elsewhere: float, cores: int | None = None) -> int:
 
 def other_load(window: float = 0.1) -> float:
     """Cores kept busy by other programs: /proc/stat's busy time less this process's own CPU time,
-    over the time since `prepare_process` (or over `window` seconds now, if that is too short)."""
+    over the time since `prepare_process` (or over `window` seconds now, if that is too short).
+    Niced programs count only when this process is niced too: otherwise they yield to it."""
     start = _probe
     if start is None or time.monotonic() - start[0] < 0.25 or start[1] is None:
         start = (time.monotonic(), _cpu_times(), _own_cpu())
@@ -179,6 +180,9 @@ def _cpu_times() -> tuple[float, float] | None:
         allowed = os.sched_getaffinity(0)
     except (AttributeError, OSError):
         allowed = None
+    # Niced programs (the "nice" column) yield their cores to a process that is not niced itself, so
+    # then they leave the core free for our threads and do not count.
+    count_niced = _own_niceness() > 0
     busy = idle = 0
     try:
         with open("/proc/stat", encoding="ascii") as f:
@@ -193,11 +197,18 @@ def _cpu_times() -> tuple[float, float] | None:
                 fields = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
                 core_idle = fields[3] + fields[4]
                 idle += core_idle
-                busy += sum(fields) - core_idle  # steal counts as busy: the hypervisor gave it away
+                busy += sum(fields) - core_idle - (0 if count_niced else fields[1])  # steal counts as busy
     except (OSError, ValueError, IndexError):
         return None
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     return busy / tick, idle / tick
+
+
+def _own_niceness() -> int:
+    try:
+        return os.getpriority(os.PRIO_PROCESS, 0)
+    except (AttributeError, OSError):
+        return 0
 
 
 def _own_cpu() -> float:
