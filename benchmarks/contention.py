@@ -24,7 +24,7 @@ each variant's ratio to the best variant under the same load, the verdict agains
 criteria (auto >= 0.8x the best under load; auto >= 0.95x the best when alone), and a markdown
 table ready for BENCHMARKS.md.
 
-    python benchmarks/contention.py              # full run, ~6 minutes on 2 cores
+    python benchmarks/contention.py              # full run: 72 processes, ~8-12 minutes on 2 cores
     python benchmarks/contention.py --smoke      # a few seconds per cell: tiny model, checks it runs
 
 Timed windows are short (seconds), while a real run re-checks its thread count every 30 s to 8
