@@ -216,6 +216,12 @@ def _own_cpu() -> float:
     return t.user + t.system
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def set_threads(n: int) -> None:
     """Use n threads in torch's intra-op pool (and oneDNN, MKL) and in NumPy's BLAS."""
     import numpy  # noqa: F401  (loads the BLAS, so the controller below finds it)
@@ -258,7 +264,7 @@ class StepTuner:
         self.active = on_cpu and _plan is not None and _plan.threads is None and available_cores() > 1
         self.base_period, self.max_period, self.period = period, max_period, period
         self.trial_steps, self.warm_steps, self.drift, self.clock = trial_steps, warm_steps, drift, clock
-        self.current = apply() or 1  # a fixed count is set here too
+        self.current = apply() or _torch_threads()  # a fixed count is set here too
         self.candidates = sorted({available_cores(), 1})
         self.recent: list[float] = []  # the last step times at the current count
         self.reference: float | None = None  # the current count's median step time when chosen
