@@ -108,6 +108,21 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         raise click.BadParameter(str(exc)) from None
 
 
+def _prepare_threads(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Runs while the options are parsed, before the command imports torch: OpenMP reads its
+    waiting policy once, when torch loads (see charrnn.threads)."""
+    from .threads import prepare_process
+
+    prepare_process(value)
+
+
+# Every command that computes takes it; the count itself is set when the work starts.
+_threads_option = click.option(
+    "--threads", default=None, metavar="N|auto", expose_value=False, callback=_prepare_threads,
+    help="CPU threads for torch and NumPy (a fixed N also repeats runs bit for bit).  "
+         "[default: $CHARRNN_THREADS, else auto: the cores other programs leave free, re-checked while training]")
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="charrnn", message="charrnn %(version)s")
 def main() -> None:
@@ -207,6 +222,7 @@ def _runs_dir_for(text_file: str) -> Path:
 @click.option("--val-file", multiple=True, metavar="FILE", help="Validate on this text instead of a split of TEXT, which is then trained on whole (repeatable; files, a directory or a glob, joined like TEXT).")
 @click.option("--val-unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True, help="Characters of --val-file the training text lacks: refuse, or drop them (as score --unknown).")
 @click.option("--tensorboard", is_flag=False, flag_value="", default=None, metavar="[DIR]", help="Write TensorBoard logs (losses, lr, grad norm, speed, samples) into the run folder, or into DIR/<run name>; tensorboard --logdir checkpoints shows the runs.")
+@_threads_option
 def train(text_files: tuple[str, ...], preset: str, out: Path | None, resume_run: Path | None, init_from: Path | None,
           encoding: str, separator: str, val_split: str, cache_dir: Path | None, ddp: bool, quiet: bool,
           config_path: Path | None, print_config: bool, val_file: tuple[str, ...], val_unknown: str,
@@ -540,6 +556,7 @@ def _load_for(request: Any, checkpoint: Path | None, device: str) -> Any:
 @click.option("--echo-prime/--no-echo-prime", default=None, help="Print the prime before the generated text.  [default: echo]")
 @click.option("--show-top", type=int, default=None, metavar="K", help="Instead of the text, show each step's top K candidates (as `charrnn inspect`).")
 @click.option("--csv", "as_csv", is_flag=True, help="With --show-top: CSV instead of an aligned table.")
+@_threads_option
 def sample(checkpoint: Path | None, device: str, num_samples: int, beam: int | None, length_penalty: float, fmt: str,
            echo_prime: bool | None, show_top: int | None, as_csv: bool, **options: Any) -> None:
     """Generate text from a trained model, one character at a time, streamed as it is made."""
@@ -608,6 +625,7 @@ def _print_samples(results: list[Any], echo: str, fmt: str) -> None:
 @click.option("-k", "--top", type=int, default=5, show_default=True, help="Candidates shown per position.")
 @click.option("--context-width", type=int, default=40, show_default=True, help="Characters of context shown (its end).")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV (raw characters, full precision) instead of an aligned table.")
+@_threads_option
 def inspect(checkpoint: Path | None, device: str, top: int, context_width: int, as_csv: bool, **options: Any) -> None:
     """Generate as `sample` does and show, for each position, the context and the top candidates.
 
@@ -658,6 +676,7 @@ def _print_steps(ckpt: Any, request: Any) -> None:
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or mps.")
 @click.option("--ngram", "ngram_order", type=int, default=None, metavar="N", help="Also report an order-N character n-gram model (interpolated Kneser-Ney) fitted on the run's training text.")
 @click.option("--corpus", type=click.Path(path_type=Path), default=None, help="With --ngram: the training text to fit it on (all of it).  [default: the run's recorded corpus minus its validation split]")
+@_threads_option
 def score(text_file: Path, checkpoint: Path | None, context: str, per_char: Path | None, unknown: str, encoding: str,
           device: str, ngram_order: int | None, corpus: Path | None) -> None:
     """How well a model predicts TEXT_FILE: mean loss in nats/char, bits/char and perplexity.
@@ -965,6 +984,7 @@ def cache_clear(names: tuple[str, ...], cache_dir: Path | None) -> None:
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the training text.")
 @click.option("--check", is_flag=True, help="Exit with status 1 unless the spectrum holds (repetition falls, invention rises, greedy loops, T=2 invents a third of its words); needs greedy, T=2 and at least 3 temperatures.")
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or mps.")
+@_threads_option
 def sweep(checkpoint: Path | None, out: Path | None, temperatures: str, greedy: bool, num_samples: int, length: int,
           seed: int, prime: str, corpus: Path | None, encoding: str, check: bool, device: str) -> None:
     """Sample a model across temperatures and measure the repetitive-to-chaotic spectrum."""

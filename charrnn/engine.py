@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from .model import _CORES, CharRNN, Hidden
+from .threads import apply as apply_threads
 
 # From these batch sizes the torch engine (oneDNN on) is faster than NumPy on CPU: see prefers_torch.
 TORCH_MIN_BATCH = 128
@@ -349,6 +350,7 @@ def make_engine(model: CharRNN, batch_size: int = 1, backend: str = "auto") -> S
     for every model `NumpyEngine.computes` does not claim."""
     if backend not in ("auto", "numpy", "torch"):
         raise ValueError(f"backend must be auto, numpy or torch, got {backend!r}")
+    apply_threads()  # the planned thread count (charrnn.threads), once per process
     if backend == "auto":
         backend = "numpy" if NumpyEngine.computes(model) and not prefers_torch(model, batch_size) else "torch"
     if backend == "numpy":

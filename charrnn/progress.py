@@ -19,6 +19,13 @@ def fmt_time(seconds: float | None) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def _threads_note(event: dict[str, Any]) -> str:
+    if event.get("device") != "cpu" or "threads" not in event:
+        return ""
+    plural = "s" if event["threads"] != 1 else ""
+    return f", {event['threads']} thread{plural}" + (" for now, re-checked as it runs" if event["threads_auto"] else "")
+
+
 def start_line(event: dict[str, Any]) -> str:
     m, t = event["model_config"], event["train_config"]
     budget = f", time budget {fmt_time(t['time_budget'])}" if t["time_budget"] else ""
@@ -31,7 +38,7 @@ def start_line(event: dict[str, Any]) -> str:
         if value)
     return (f"{m['num_layers']}x{m['hidden_size']} {m['model'].upper()} "
             f"({event['params'] / 1e6:.2f}M params, vocab {event['vocab_size']}{regularised}) on "
-            f"{event['device']}{procs} ({event['precision']}), batch {t['batch_size']} x seq {t['seq_len']}, "
+            f"{event['device']}{procs} ({event['precision']}{_threads_note(event)}), batch {t['batch_size']} x seq {t['seq_len']}, "
             f"lr {t['lr']:g}{budget}{steps}{resumed} -> {event['run_dir']}")
 
 

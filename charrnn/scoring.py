@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .errors import CharRNNError
 from .model import CharRNN, Hidden
+from .threads import apply as apply_threads
 from .vocab import Vocab
 
 LN2 = math.log(2.0)
@@ -76,6 +77,7 @@ def score_text(model: CharRNN, vocab: Vocab, text: str, *, context: str = "", un
         raise CharRNNError(f"chunk must be a positive integer, got {chunk!r}")
     ids, scored_from = encode_scored(vocab, text, context, unknown)
     model.eval()
+    apply_threads()  # the planned thread count (charrnn.threads), once per process
     device = model.head.weight.device
     all_ids = torch.tensor(ids, dtype=torch.long, device=device)
     total = 0.0

@@ -31,6 +31,7 @@ from .distributed import Distributed
 from .errors import CharRNNError
 from .model import CharRNN, Hidden, detach_hidden
 from .runtime import autocast, derived_seed, release_free_memory, resolve_precision, seed_everything
+from .threads import StepTuner
 from .train_listeners import TrainListener, default_listeners
 from .training_data import check_fits_in_memory, prepare, val_streams
 from .validation import ValidationFiles
@@ -264,12 +265,14 @@ class Trainer:
         if self.dist.is_main:  # the one writer; another rank would delete rank 0's writes in flight
             checkpoint.remove_stale_temp_files(self.run_dir)  # half-written files of a killed run
         self.model.train()
+        self.threads = StepTuner(on_cpu=self.device.type == "cpu")  # the thread count, re-checked while training
         self.log({"event": "start", "run_dir": str(self.run_dir), "device": str(self.device),
                   "precision": self.precision, "params": sum(p.numel() for p in self.model.parameters()),
                   "model_config": self.model_config.to_dict(), "train_config": self.cfg.to_dict(),
                   "vocab_size": len(self.vocab), "windows_per_epoch": self.batcher.windows_per_epoch,
                   "resumed_at": self.step, "resumed": self.restored, "elapsed": self.clock.elapsed,
-                  "world_size": self.dist.world_size})
+                  "world_size": self.dist.world_size, "threads": self.threads.current,
+                  "threads_auto": self.threads.active})
         failed = True
         try:
             for listener in self.listeners:
@@ -312,6 +315,7 @@ class Trainer:
                     break
                 with clock.timing_step():
                     result = self.last_step = self.train_step()
+                self.threads.step_done(clock.step_cost)
                 self._check_loss(result.loss)
                 recent.append(result.loss)
                 row = {"step": self.step, "loss": round(result.loss, 5), "lr": result.lr, "time": round(clock.elapsed, 3)}

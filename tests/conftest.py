@@ -44,6 +44,18 @@ def _corpus_cache_in_tmp(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "corpus-cache"))
 
 
+@pytest.fixture(autouse=True)
+def _fixed_threads(monkeypatch):
+    """One thread unless a test says otherwise: runs repeat bit for bit at a fixed thread count,
+    and the automatic choice (charrnn.threads) is tested on its own. The plan an in-process CLI
+    call made is forgotten after each test."""
+    monkeypatch.setenv("CHARRNN_THREADS", "1")
+    yield
+    from charrnn import threads
+
+    threads.reset()
+
+
 def one_error_line(result, *fragments: str) -> str:
     """A CLI failure as users must see it: non-zero exit, no traceback, exactly one "Error" line
     naming every fragment, and nothing on stdout (a pipeline gets no half a result). Returns that line."""

@@ -1,0 +1,315 @@
+"""How many threads torch and NumPy's BLAS use, and how OpenMP's idle threads wait.
+
+On a machine with spare cores, every core helps (two threads train ~1.7x faster than one on two
+cores). When another program holds a core, the same setting falls apart: a parallel region ends
+only when its slowest thread does, and a thread that shares its core with a busy neighbour arrives
+late every time, while the others spin at the barrier and burn the time the neighbour would have
+yielded. On 2 cores beside one busy process the default 2x256 run fell from 30k to 14k chars/s (one
+thread: 27k); NumPy's OpenBLAS sampling at batch 1 fell 20-fold. So:
+
+* OpenMP's idle threads spin briefly, then sleep: GOMP_SPINCOUNT=1000 (microseconds)
+  instead of libgomp's default 300,000 (milliseconds). The waits between the parallel regions of
+  an LSTM step are shorter than that, so a quiet machine loses nothing (measured: 18.6-19.7k
+  against 17.5-18.7k chars/s), while a thread whose partner was descheduled stops burning the
+  core the partner needs (beside busy processes: 2.3-3.0k against 0.4-0.8k chars/s, as fast as
+  OMP_WAIT_POLICY=PASSIVE, which costs 13-20% on a quiet machine because every region then
+  starts with a wake-up). libgomp reads this once, when torch is imported, so it is set at
+  process start (`prepare_process`, which the CLI calls before any command imports torch).
+* The thread count is chosen when work starts (`apply`) from the load measured on the other
+  cores, and training re-checks it by timing steps at each candidate count (`StepTuner`): an online
+  A/B that follows a neighbour who comes and goes.
+* Users decide when they say so: `--threads N` / `CHARRNN_THREADS=N` fix the count, and an
+  `OMP_NUM_THREADS`, `OMP_WAIT_POLICY` or `GOMP_SPINCOUNT` already in the environment is left alone
+  (a fixed count is also what makes runs on the same machine repeat bit for bit).
+
+Library users get the same with `charrnn.threads.prepare_process()` before importing torch (or any
+time later for the thread count alone); without it the library leaves torch's threads as it finds
+them. `benchmarks/contention.py` measures the policy against the alternatives.
+
+This module imports neither torch nor NumPy at import time: the CLI calls it before either loads.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import CharRNNError
+
+THREADS_ENV = "CHARRNN_THREADS"
+# libgomp's spin before an idle thread sleeps (its own value when it sees more threads than cores).
+SPIN_COUNT = "1000"
+MAX_THREADS = 1024
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    """What this process was asked for: a fixed count, or None (chosen from the load)."""
+
+    threads: int | None
+    source: str  # "--threads", "CHARRNN_THREADS", "OMP_NUM_THREADS" or "auto"
+    openmp_wait: str  # how idle OpenMP threads wait: what we set, what the user set, or "default"
+
+
+_plan: ThreadPlan | None = None  # None: nobody asked; the library leaves threads as it finds them
+_applied = False
+_probe: tuple[float, tuple[float, float] | None, float] | None = None  # when, /proc/stat, own CPU
+
+
+def parse_threads(value: str | int | None, source: str) -> int | None:
+    """'auto' (or nothing) -> None; a whole number 1..1024 -> itself; anything else is an error."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text in ("", "auto"):
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 1 <= n <= MAX_THREADS:
+        raise CharRNNError(f"{source} takes a number of threads (1..{MAX_THREADS}) or 'auto', got {value!r}")
+    return n
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its affinity mask: a container or taskset may allow fewer)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def prepare_process(threads: str | int | None = None) -> ThreadPlan:
+    """Choose this process's thread count and OpenMP waiting policy. Call before torch is imported.
+
+    `threads`: a number fixes the count; None or 'auto' takes $CHARRNN_THREADS, else an explicit
+    $OMP_NUM_THREADS, else chooses from the load. The waiting policy is set only where the user set
+    neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT, and only takes effect if torch is not loaded yet.
+    """
+    global _plan, _applied, _probe
+    n, source = parse_threads(threads, "--threads"), "--threads"
+    if n is None:
+        n, source = parse_threads(os.environ.get(THREADS_ENV), THREADS_ENV), THREADS_ENV
+    if n is None and os.environ.get("OMP_NUM_THREADS"):
+        try:  # the user's (or torchrun's) own setting: torch reads it itself; an odd value is theirs
+            n, source = parse_threads(os.environ["OMP_NUM_THREADS"].split(",")[0], "OMP_NUM_THREADS"), "OMP_NUM_THREADS"
+        except CharRNNError:
+            n = None
+    if n is None:
+        source = "auto"
+    user_wait = [f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ]
+    if user_wait:
+        wait = " ".join(user_wait)
+    elif "torch" in sys.modules:
+        wait = "default"  # libgomp has read its environment already: setting it now would change nothing
+    else:
+        os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+        wait = f"GOMP_SPINCOUNT={SPIN_COUNT}"
+    if n is not None and source != "OMP_NUM_THREADS" and "torch" not in sys.modules:
+        os.environ["OMP_NUM_THREADS"] = str(n)  # the pool starts at the right size; children inherit it
+    _plan = ThreadPlan(n, source, wait)
+    _applied = False
+    _probe = (time.monotonic(), _cpu_times(), _own_cpu())
+    return _plan
+
+
+def current_plan() -> ThreadPlan | None:
+    return _plan
+
+
+def reset() -> None:
+    """Forget the plan: from now on the library leaves torch's threads as it finds them again."""
+    global _plan, _applied, _probe
+    _plan, _applied, _probe = None, False, None
+
+
+def apply() -> int | None:
+    """Set torch's and the BLAS's thread counts as planned, once per process; the count, or None.
+
+    Called where work starts (training, sampling, scoring): with an automatic plan the count is
+    chosen from the load the other programs put on the cores since `prepare_process`.
+    """
+    global _applied
+    if _plan is None:
+        return None
+    if _applied:
+        import torch
+
+        return torch.get_num_threads()
+    _applied = True
+    n = _plan.threads if _plan.threads is not None else threads_for_load(other_load())
+    set_threads(n)
+    return n
+
+
+def threads_for_load(busy_elsewhere: float, cores: int | None = None) -> int:
+    """Threads to use when other programs keep `busy_elsewhere` cores busy (a thread that has to
+    share a core makes every parallel region wait for it, so only the free cores are used)."""
+    cores = cores or available_cores()
+    return max(1, min(cores, int(cores - busy_elsewhere + 0.3)))
+
+
+def other_load(window: float = 0.1) -> float:
+    """Cores kept busy by other programs: /proc/stat's busy time less this process's own CPU time,
+    over the time since `prepare_process` (or over `window` seconds now, if that is too short).
+    Niced programs count only when this process is niced too: otherwise they yield to it."""
+    start = _probe
+    if start is None or time.monotonic() - start[0] < 0.25 or start[1] is None:
+        start = (time.monotonic(), _cpu_times(), _own_cpu())
+        time.sleep(window)
+    end = (time.monotonic(), _cpu_times(), _own_cpu())
+    if start[1] is None or end[1] is None:  # no /proc/stat (not Linux): the 1-minute load average
+        try:
+            return max(0.0, os.getloadavg()[0] - 1.0)  # less our own start-up
+        except (AttributeError, OSError):
+            return 0.0
+    elapsed = end[0] - start[0]
+    busy = (end[1][0] - start[1][0]) - (end[2] - start[2])
+    return max(0.0, busy / max(elapsed, 1e-6))
+
+
+def _cpu_times() -> tuple[float, float] | None:
+    """(busy, idle) seconds since boot of the cores this process may use, from /proc/stat (only
+    those: under taskset or a container's cpuset, the host's other cores are not our business)."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        allowed = None
+    # Niced programs (the "nice" column) yield their cores to a process that is not niced itself, so
+    # then they leave the core free for our threads and do not count.
+    count_niced = _own_niceness() > 0
+    busy = idle = 0
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            for line in f:
+                name, *values = line.split()
+                if not name.startswith("cpu") or name == "cpu":
+                    if busy or idle:
+                        break  # the per-core lines come together, right after the total
+                    continue
+                if allowed is not None and int(name[3:]) not in allowed:
+                    continue
+                fields = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
+                core_idle = fields[3] + fields[4]
+                idle += core_idle
+                busy += sum(fields) - core_idle - (0 if count_niced else fields[1])  # steal counts as busy
+    except (OSError, ValueError, IndexError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    return busy / tick, idle / tick
+
+
+def _own_niceness() -> int:
+    try:
+        return os.getpriority(os.PRIO_PROCESS, 0)
+    except (AttributeError, OSError):
+        return 0
+
+
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def set_threads(n: int) -> None:
+    """Use n threads in torch's intra-op pool (and oneDNN, MKL) and in NumPy's BLAS."""
+    import numpy  # noqa: F401  (loads the BLAS, so the controller below finds it)
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    _blas_controller().limit(limits=n, user_api="blas")
+
+
+_controller = None
+
+
+def _blas_controller():  # noqa: ANN202 (threadpoolctl is imported lazily)
+    global _controller
+    if _controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _controller = ThreadpoolController()
+    return _controller
+
+
+class StepTuner:
+    """An online A/B of the thread count for a loop of equal steps (training).
+
+    Starts with the count `apply` chose. Every so often it times the other candidate (all cores,
+    or one) for a few steps and keeps the faster by median step time. It re-checks `period`
+    seconds after a change, doubling the wait each time the other count loses (up to
+    `max_period`), and at once when the current count's steps become `drift` times slower or
+    faster than when it was chosen (a neighbour came or went; at most once per `period`). A trial whose first timed step is
+    already twice as slow as the current median ends there: on a loaded machine the all-cores
+    steps can be several times slower, and a trial should cost a step or two, not a minute.
+    Inactive (every call a no-op) unless the plan is automatic.
+    """
+
+    def __init__(self, period: float = 15.0, max_period: float = 120.0, trial_steps: int = 5,
+                 warm_steps: int = 1, drift: float = 1.25, clock: Callable[[], float] = time.monotonic,
+                 on_cpu: bool = True):
+        # On a GPU the CPU threads hardly matter: nothing to tune.
+        self.active = on_cpu and _plan is not None and _plan.threads is None and available_cores() > 1
+        self.base_period, self.max_period, self.period = period, max_period, period
+        self.trial_steps, self.warm_steps, self.drift, self.clock = trial_steps, warm_steps, drift, clock
+        self.current = apply() or _torch_threads()  # a fixed count is set here too
+        self.candidates = sorted({available_cores(), 1})
+        self.recent: list[float] = []  # the last step times at the current count
+        self.reference: float | None = None  # the current count's median step time when chosen
+        self.trial: int | None = None  # the count being tried
+        self.trial_times: list[float] = []
+        self.next_check = clock()  # the first trial once a few steps are timed
+        self.last_trial_end = -float("inf")
+        self.trials = 0
+
+    def step_done(self, seconds: float) -> None:
+        """Report one step's duration (only the step: evaluation and saving are not steps)."""
+        if not self.active:
+            return
+        if self.trial is not None:
+            self._trial_step(seconds)
+            return
+        self.recent.append(seconds)
+        del self.recent[: -self.trial_steps]
+        if len(self.recent) < self.trial_steps:
+            return
+        now_median = statistics.median(self.recent)
+        if self.reference is None:
+            self.reference = now_median
+        moved = not (1 / self.drift <= now_median / self.reference <= self.drift)
+        now = self.clock()
+        if now >= self.next_check or (moved and now >= self.last_trial_end + self.base_period):
+            self.trial, self.trial_times = next(c for c in self.candidates if c != self.current), []
+            self.trials += 1
+            set_threads(self.trial)
+
+    def _trial_step(self, seconds: float) -> None:
+        self.trial_times.append(seconds)
+        timed = self.trial_times[self.warm_steps:]
+        base = statistics.median(self.recent)
+        if not timed or (timed[0] <= 2 * base and len(timed) < self.trial_steps):
+            return
+        assert self.trial is not None
+        if statistics.median(timed) < base:  # the other count is faster: keep it
+            self.current, self.period = self.trial, self.base_period
+            self.recent = timed[-self.trial_steps:]
+            self.reference = statistics.median(self.recent) if len(self.recent) >= self.trial_steps else None
+        else:
+            set_threads(self.current)
+            self.period = min(self.period * 2, self.max_period)
+            self.recent, self.reference = [], None  # re-measure: the trial may have disturbed the machine
+        self.trial = None
+        self.last_trial_end = self.clock()
+        self.next_check = self.last_trial_end + self.period

@@ -1,0 +1,202 @@
+"""Threads and OpenMP's waiting (charrnn.threads): set before torch loads, chosen from the load,
+re-checked while training, and the user's own settings win."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import one_error_line
+
+from charrnn import threads
+from charrnn.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+THREAD_ENV = ("CHARRNN_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+# Runs the real CLI as `python -m charrnn` does, then reports what the process ended up with.
+REPORT = r"""
+import json, os, runpy, sys
+sys.argv = ["charrnn", *sys.argv[1:]]
+try:
+    runpy.run_module("charrnn", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    code = exc.code
+import torch
+from charrnn import threads
+plan = threads.current_plan()
+print(json.dumps({"code": code, "torch_threads": torch.get_num_threads(), "plan": plan and plan.__dict__,
+                  "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    from charrnn.config import ModelConfig, TrainConfig
+    from charrnn.train import train
+
+    run = tmp_path_factory.mktemp("threads") / "run"
+    text = "to be or not to be, that is the question\n" * 60
+    train(text, run, ModelConfig(embed_dim=8, hidden_size=16, num_layers=1, dropout=0.0),
+          TrainConfig(batch_size=4, seq_len=16, max_steps=2, time_budget=None, eval_interval=2, device="cpu",
+                      precision="fp32", sample_length=0, warmup_steps=0))
+    (run.parent / "text.txt").write_text(text[:400], encoding="utf-8")
+    return run
+
+
+def cli_report(checkpoint: Path, *args: str, **env: str) -> dict:
+    clean = {k: v for k, v in os.environ.items() if k not in THREAD_ENV}
+    clean["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run([sys.executable, "-c", REPORT, "score", str(checkpoint.parent / "text.txt"), "-c",
+                          str(checkpoint), *args], env={**clean, **env}, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["code"] in (0, None), out.stderr
+    return report
+
+
+def test_the_cli_sets_openmp_waiting_before_torch_loads(checkpoint):
+    report = cli_report(checkpoint)
+    # libgomp reads its environment when torch is imported: the plan says it was set in time
+    # ("default" would mean torch had been loaded first) and the variable is in the environment.
+    assert report["plan"]["openmp_wait"] == f"GOMP_SPINCOUNT={threads.SPIN_COUNT}"
+    assert report["env"]["GOMP_SPINCOUNT"] == threads.SPIN_COUNT
+    assert report["plan"]["source"] == "auto" and report["plan"]["threads"] is None
+    assert 1 <= report["torch_threads"] <= threads.available_cores()
+
+
+@pytest.mark.parametrize("args, env, threads_expected, source", [
+    (["--threads", "1"], {}, 1, "--threads"),
+    ([], {"CHARRNN_THREADS": "3"}, 3, "CHARRNN_THREADS"),
+    (["--threads", "2"], {"CHARRNN_THREADS": "3"}, 2, "--threads"),  # the option beats the variable
+    ([], {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "ACTIVE"}, 1, "OMP_NUM_THREADS"),
+])
+def test_the_users_settings_win(checkpoint, args, env, threads_expected, source):
+    report = cli_report(checkpoint, *args, **env)
+    assert report["torch_threads"] == threads_expected
+    assert report["plan"]["source"] == source
+    if "OMP_WAIT_POLICY" in env:  # the user's own waiting policy is left alone, and nothing is added
+        assert report["env"]["OMP_WAIT_POLICY"] == "ACTIVE" and report["env"]["GOMP_SPINCOUNT"] is None
+    else:
+        assert report["env"]["GOMP_SPINCOUNT"] == threads.SPIN_COUNT
+
+
+@pytest.mark.parametrize("args, env, fragment", [
+    (["--threads", "zero"], {}, "--threads takes a number of threads"),
+    (["--threads", "0"], {}, "--threads takes a number of threads"),
+    ([], {"CHARRNN_THREADS": "-3"}, "CHARRNN_THREADS takes a number of threads"),
+])
+def test_a_bad_thread_count_is_one_error_line(tmp_path, monkeypatch, args, env, fragment):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    text = tmp_path / "t.txt"
+    text.write_text("abc abc abc\n", encoding="utf-8")
+    for command in (["score", str(text)], ["sample"], ["train", str(text)], ["inspect"], ["sweep"]):
+        result = CliRunner().invoke(main, [*command, *args])
+        one_error_line(result, fragment)
+
+
+def test_thread_count_follows_the_free_cores():
+    assert threads.threads_for_load(0.1, cores=2) == 2
+    assert threads.threads_for_load(0.9, cores=2) == 1  # a neighbour holds most of a core
+    assert threads.threads_for_load(2.5, cores=2) == 1
+    assert threads.threads_for_load(2.0, cores=8) == 6
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def auto_tuner(monkeypatch):
+    """A StepTuner on a pretend 2-core machine, quiet at start, recording the counts it sets."""
+    for key in THREAD_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "other_load", lambda window=0.1: 0.0)
+    calls: list[int] = []
+    monkeypatch.setattr(threads, "set_threads", calls.append)
+    threads.prepare_process()
+    clock = FakeClock()
+    tuner = threads.StepTuner(period=10.0, max_period=40.0, trial_steps=3, warm_steps=1, clock=clock)
+    return tuner, calls, clock
+
+
+def feed(tuner, clock, seconds, n):
+    for _ in range(n):
+        clock.now += seconds
+        tuner.step_done(seconds)
+
+
+def test_the_tuner_moves_to_one_thread_when_that_is_faster(auto_tuner):
+    tuner, calls, clock = auto_tuner
+    assert calls == [2] and tuner.current == 2  # quiet at start: all cores
+    feed(tuner, clock, 0.10, 3)  # three steps at 2 threads, then the trial of 1 starts
+    assert calls == [2, 1] and tuner.trial == 1
+    feed(tuner, clock, 0.06, 4)  # a warm-up step and three faster ones: 1 thread wins
+    assert tuner.current == 1 and tuner.trial is None and calls == [2, 1]
+    feed(tuner, clock, 0.06, 20)  # steady: no new trial before the period is over
+    assert calls == [2, 1]
+
+
+def test_a_losing_trial_ends_early_and_the_checks_become_rarer(auto_tuner):
+    tuner, calls, clock = auto_tuner
+    feed(tuner, clock, 0.10, 3)
+    assert tuner.trial == 1
+    feed(tuner, clock, 0.50, 2)  # warm-up, then one step five times slower: the trial stops there
+    assert tuner.trial is None and tuner.current == 2 and calls == [2, 1, 2]
+    assert tuner.period == 20.0  # doubled
+    feed(tuner, clock, 0.10, 100)  # 10 s later: not yet (the period is 20 s now)
+    assert calls == [2, 1, 2]
+    feed(tuner, clock, 0.10, 110)
+    assert calls == [2, 1, 2, 1, 2]  # re-checked after 20 s: 1 thread is no faster, back to 2
+    assert tuner.period == 40.0
+
+
+def test_a_neighbour_arriving_triggers_a_check_at_once(auto_tuner):
+    tuner, calls, clock = auto_tuner
+    feed(tuner, clock, 0.10, 3)
+    feed(tuner, clock, 0.50, 2)  # first trial lost
+    n = len(calls)
+    feed(tuner, clock, 0.10, 160)  # 16 s at the usual speed: past the minimum spacing, before the period
+    assert len(calls) == n
+    feed(tuner, clock, 0.25, 3)  # the steps become 2.5x slower: a neighbour came
+    assert tuner.trial == 1 and len(calls) == n + 1
+
+
+def test_a_fixed_count_is_never_tuned(monkeypatch):
+    calls: list[int] = []
+    monkeypatch.setattr(threads, "set_threads", calls.append)
+    threads.prepare_process("2")
+    tuner = threads.StepTuner()
+    for _ in range(50):
+        tuner.step_done(0.1)
+    assert not tuner.active and calls == [2]  # applied once, as asked
+
+
+def test_training_reports_its_steps_to_the_tuner(monkeypatch, tmp_path, tiny_text, tiny_model_config,
+                                                  tiny_train_config):
+    """The trainer's loop drives the A/B: with an automatic plan the other count is tried."""
+    from charrnn.train import train
+
+    for key in THREAD_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "other_load", lambda window=0.1: 0.0)
+    calls: list[int] = []
+    monkeypatch.setattr(threads, "set_threads", calls.append)
+    threads.prepare_process()
+    events: list[dict] = []
+    train(tiny_text, tmp_path / "run", tiny_model_config, tiny_train_config.replace(max_steps=20), log=events.append)
+    start = next(e for e in events if e["event"] == "start")
+    assert start["threads"] == 2 and start["threads_auto"]
+    assert calls[:2] == [2, 1]  # chosen at start, then the trial of one thread
