@@ -199,8 +199,10 @@ class _EventStream(Response):
 
     def __init__(self, chunks: AsyncIterator[bytes], on_disconnect: Callable[[], None],
                  on_close: Callable[[], None]):
-        super().__init__(content=None, status_code=200,
-                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-store"),
+                            (b"x-accel-buffering", b"no")]  # no content-length: the body is open-ended
         self.chunks, self.on_disconnect, self.on_close = chunks, on_disconnect, on_close
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
