@@ -202,7 +202,7 @@ class _EventStream(Response):
         self.status_code = 200
         self.background = None
         self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-store"),
-                            (b"x-accel-buffering", b"no")]  # no content-length: the body is open-ended
+                            (b"x-accel-buffering", b"no"), (b"x-content-type-options", b"nosniff")]  # open-ended: no length
         self.chunks, self.on_disconnect, self.on_close = chunks, on_disconnect, on_close
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
