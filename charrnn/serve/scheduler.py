@@ -40,8 +40,8 @@ from .requests import GenerateRequest
 _STOP = object()
 # A consumer is woken at most this often (20 times a second: smooth to watch) while its stream
 # runs; its first characters and its end wake it at once. Each wake costs the event loop a turn
-# and the worker the GIL: waking every step cost 1 client half its speed and 32 clients 40%
-# (benchmarks/serve_load.py: 0.53x and 0.60x of generate_batch, against 0.81x and 0.77x now).
+# and the worker the GIL (benchmarks/serve_load.py, against generate_batch: waking every step
+# left 1 client at 0.53x, every 20 ms left 32 clients at 0.60x; every 50 ms gives about 0.8x).
 WAKE_INTERVAL = 0.05
 log = logging.getLogger("charrnn.serve")
 _ids = itertools.count(1)
