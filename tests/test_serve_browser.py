@@ -27,7 +27,7 @@ def runs_dir(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("runs")
     model = ModelConfig(vocab_size=1, embed_dim=16, hidden_size=64, num_layers=2, dropout=0.0)
-    config = TrainConfig(batch_size=16, seq_len=32, max_steps=120, time_budget=None, eval_interval=60, warmup_steps=0,
+    config = TrainConfig(batch_size=16, seq_len=32, max_steps=60, time_budget=None, eval_interval=30, warmup_steps=0,
                          lr=1e-2, device="cpu", precision="fp32", sample_length=0, log_interval=20)
     train(VERSE * 40, root / "romeo", model, config, corpus={"name": "verse.txt"})
     return root

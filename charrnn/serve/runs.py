@@ -92,15 +92,15 @@ def _describe(folder: Path, checkpoint: Path) -> RunInfo:
         updated=_field(meta, "updated", str), mtime=checkpoint.stat().st_mtime)
 
 
-def list_runs(root: str | os.PathLike) -> list[RunInfo]:
-    """Every run folder directly under `root` holding a checkpoint, most recently saved first."""
+def _run_folders(root: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """(folder, checkpoint file) of every run folder directly under `root`, by name."""
     root_path = Path(root)
     try:
         real_root = root_path.resolve(strict=True)
         entries = sorted(os.scandir(root_path), key=lambda e: e.name)[:MAX_RUNS]
     except OSError:
         return []
-    runs = []
+    found = []
     for entry in entries:
         if entry.name.startswith(".") or not _inside(Path(entry.path), real_root):
             continue
@@ -110,11 +110,19 @@ def list_runs(root: str | os.PathLike) -> list[RunInfo]:
         for name in CHECKPOINT_NAMES:
             file = folder / name
             if file.is_file() and _inside(file, real_root):
-                try:
-                    runs.append(_describe(folder, file))
-                except OSError:
-                    pass
+                found.append((folder, file))
                 break
+    return found
+
+
+def list_runs(root: str | os.PathLike) -> list[RunInfo]:
+    """Every run folder directly under `root` holding a checkpoint, most recently saved first."""
+    runs = []
+    for folder, file in _run_folders(root):
+        try:
+            runs.append(_describe(folder, file))
+        except OSError:
+            pass
     runs.sort(key=lambda r: -r.mtime)
     return runs
 
@@ -123,9 +131,14 @@ def find_run(root: str | os.PathLike, run_id: Any) -> RunInfo:
     """The listed run whose id is `run_id`; anything else (a path, '..', an unlisted name) is unknown."""
     if not isinstance(run_id, str) or not run_id:
         raise UnknownRunError("run must be the id of a run from the list (a folder name)")
-    for run in list_runs(root):
-        if run.id == run_id:
-            return run
+    for folder, file in _run_folders(root):
+        if folder.name == run_id:  # what loading needs, without reading meta.json (it can be large)
+            try:
+                return RunInfo(id=folder.name, checkpoint=file, corpus=None, model=None, num_layers=None,
+                               hidden_size=None, vocab_size=None, val_loss=None, step=None, updated=None,
+                               mtime=file.stat().st_mtime)
+            except OSError:
+                break
     shown = run_id if len(run_id) <= 80 else run_id[:77] + "..."
     raise UnknownRunError(f"no run {shown!r} under the runs folder (see /api/runs)")
 
