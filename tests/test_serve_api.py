@@ -282,3 +282,28 @@ def test_models_are_kept_in_a_bounded_cache(runs_dir):
         for run in ("alpha", "beta", "alpha"):
             assert c.post("/api/generate", json={"run": run, "length": 3}).status_code == 200
             assert [m["run"] for m in c.get("/api/status").json()["models"]] == [run]
+
+
+def test_a_damaged_checkpoint_is_a_400_and_the_others_still_serve(tmp_path):
+    make_run(tmp_path, "good")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "best.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    with TestClient(create_app(tmp_path, allowed_hosts={"testserver"})) as c:
+        assert {r["id"] for r in c.get("/api/runs").json()["runs"]} == {"good", "broken"}
+        assert_error(c.post("/api/generate", json={"run": "broken"}), 400, "not a readable charrnn checkpoint")
+        assert c.post("/api/generate", json={"run": "good", "length": 3}).status_code == 200
+
+
+def test_neurons_of_a_gru(client):
+    got = client.post("/api/neurons", json={"run": "beta", "text": "to be or not"}).json()
+    assert got["layer"] == 0 and got["num_layers"] == 1 and len(got["values"]) == 12
+
+
+def test_served_to_other_machines_it_still_refuses_other_sites(runs_dir):
+    with TestClient(create_app(runs_dir, allowed_hosts=None)) as c:  # --allow-remote: any Host
+        assert c.get("/api/runs", headers={"host": "192.168.1.5:8000"}).status_code == 200
+        assert_error(c.post("/api/generate", json={"run": "alpha"},
+                            headers={"host": "192.168.1.5:8000", "origin": "http://evil.example"}), 403, "origin")
+        same = c.post("/api/generate", json={"run": "alpha", "length": 3},
+                      headers={"host": "192.168.1.5:8000", "origin": "http://192.168.1.5:8000"})
+        assert same.status_code == 200
