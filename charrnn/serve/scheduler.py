@@ -7,12 +7,14 @@ all of them with ONE engine step (`charrnn.engine`). A stream joins the batch be
 prime is warmed and its state appended as a new row) and leaves it between steps (ended, stopped
 or disconnected: its row is dropped with `engine.select`).
 
-Each stream keeps its own decoding settings and seeded draws, and is decided by the library's own
-decoding functions: rows with the same settings are decided together, by the same code path
-`sample.Generation` takes for them (its fast chooser for plain temperature sampling and greedy,
-`decode_step` otherwise), with the same counter-based uniforms keyed by the stream's seed and
-position. So a stream's text is the text `sample.stream` (or `inspect_steps`, when candidates are
-asked for) gives for the same request alone, whoever else shares the batch.
+Each stream keeps its own decoding settings and seeded draws, and every character is decided by
+the library's one decoding chain, `decoding.Chooser.choose`: the model step is batched over all
+streams, and the rows with equal settings are decided together by one `Chooser` for those
+settings (the chain works row by row, so a row's choice does not depend on the rows beside it),
+with the Philox uniforms `decoding.Draws` keys by the stream's seed (stream 0: the draws, 1: the
+ε-greedy coin) and position, as `generation.Generation` does. So a stream's text is the text
+`sample.stream` (or `inspect_steps`, when candidates are asked for) gives for the same request
+alone, whoever else shares the batch.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ import numpy as np
 import torch
 
 from ..checkpoint import Checkpoint
+from ..decoding import Chooser, Decoding, Draws
 from ..errors import CharRNNError
-from ..sample import _FastChooser, _Uniforms, decode_step, prime_ids, warm
+from ..generation import prime_ids, warm
 from .requests import GenerateRequest
 
 _STOP = object()
@@ -89,15 +92,6 @@ class Stream:
                     return
 
 
-def _fast_path(decoding: Any, vocab_size: int, want_probs: bool) -> bool:
-    """Which rows `sample.Generation` decides with its fast chooser (the same condition, kept in
-    step with `Generation.__iter__`; it goes away when issue 13 leaves one decoding path)."""
-    unfiltered = (decoding.top_k is None or decoding.top_k >= vocab_size) and \
-        (decoding.top_p is None or decoding.top_p >= 1.0)
-    penalise = decoding.repetition_penalty != 1.0
-    return not want_probs and not penalise and (decoding.is_greedy or (unfiltered and decoding.epsilon == 0))
-
-
 class _Row:
     """What the worker keeps per stream beyond the Stream itself (draws, penalty window)."""
 
@@ -107,12 +101,13 @@ class _Row:
         request = stream.request
         decoding = request.decoding
         self.stream = stream
-        want_probs = request.candidates > 0
-        self.key = (decoding, want_probs, _fast_path(decoding, vocab_size, want_probs))
+        self.key = (decoding, request.candidates > 0)
+        # The draws Generation makes for sample `seed` alone (stream 0), and its ε-greedy coin (stream 1).
         seeds = np.array([stream.seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64)
-        self.draws = _Uniforms(seeds, 0)
-        self.exploit = _Uniforms(seeds, 1) if decoding.epsilon > 0 and not decoding.is_greedy else None
-        penalise = decoding.repetition_penalty != 1.0
+        sampled = not decoding.is_greedy
+        self.draws = Draws(seeds, 0) if sampled else None
+        self.exploit = Draws(seeds, 1) if sampled and decoding.epsilon > 0 else None
+        penalise = decoding.penalised
         self.recent = np.zeros(vocab_size, dtype=np.int32) if penalise else None
         self.history = np.zeros(decoding.repetition_window, dtype=np.intp) if penalise else None
         self.top = min(request.candidates, vocab_size)
@@ -133,7 +128,9 @@ class ModelWorker:
         self.rows: list[_Row] = []
         self.engine: Any = None
         self.logits: np.ndarray | None = None  # (rows, V) float32: what each row decides from next
-        self.choosers: dict[Any, _FastChooser] = {}
+        # One decoding chain per distinct settings in use (its buffers are reused step after step);
+        # for greedy rows that show candidates, the chain that gives the model's own distribution.
+        self.choosers: dict[Decoding, Chooser] = {}
         self.max_batch = 0  # the most streams stepped together so far (for tests and the status page)
         self.steps = 0
         self.closed = False
@@ -278,6 +275,15 @@ class ModelWorker:
             except RuntimeError:  # that loop has closed: its consumers are gone
                 pass
 
+    def _chooser(self, decoding: Decoding) -> Chooser:
+        chooser = self.choosers.get(decoding)
+        if chooser is None:
+            if len(self.choosers) >= 64:  # settings no stream uses any more: their buffers go
+                self.choosers = {row.key[0]: self.choosers[row.key[0]] for row in self.rows
+                                 if row.key[0] in self.choosers}
+            chooser = self.choosers[decoding] = Chooser(decoding, len(self.vocab))
+        return chooser
+
     def _step(self) -> None:
         """Decide one character for every row, deliver them, drop finished rows, advance the rest."""
         rows = self.rows
@@ -289,32 +295,23 @@ class ModelWorker:
         groups: dict[Any, list[int]] = {}
         for i, row in enumerate(rows):
             groups.setdefault(row.key, []).append(i)
-        for key, members in groups.items():
-            decoding, want_probs, fast = key
+        for (decoding, want_probs), members in groups.items():
             group = [rows[i] for i in members]
-            u = np.array([r.draws.at(r.stream.step)[0] for r in group])
             glogits = logits if len(members) == n else logits[members]
-            if fast:
-                chooser = self.choosers.get(decoding)
-                if chooser is None:
-                    totals = {"logprob": np.zeros(n), "nll": np.zeros(n), "entropy": np.zeros(n),
-                              "counts": np.zeros(n, dtype=np.int64)}
-                    chooser = self.choosers[decoding] = _FastChooser(decoding, len(self.vocab), totals)
-                if len(chooser.totals["counts"]) < len(members):  # the statistics are not reported: room only
-                    chooser.flush()
-                    chooser.totals = {k: np.zeros(2 * len(members), dtype=v.dtype) for k, v in chooser.totals.items()}
-                chosen = chooser.choose(glogits, u, np.arange(len(members)))
-            else:
-                u_eps = None
-                if group[0].exploit is not None:
-                    u_eps = np.array([r.exploit.at(r.stream.step)[0] for r in group])
-                recent = np.stack([r.recent for r in group]) if group[0].recent is not None else None
-                result = decode_step(glogits, decoding, u, u_eps, recent, want_probs)
-                chosen = result.ids
-                if want_probs:
-                    for j, i in enumerate(members):
-                        probs_of[i] = result.probs[j]
-            ids[members] = chosen
+            chooser = self._chooser(decoding)
+            u = np.array([r.draws.at(r.stream.step)[0] for r in group]) if not chooser.greedy else np.zeros(len(group))
+            u_eps = np.array([r.exploit.at(r.stream.step)[0] for r in group]) if chooser.epsilon else None
+            recent = np.stack([r.recent for r in group]) if decoding.penalised else None
+            ids[members] = chooser.choose(glogits, u, u_eps, recent)
+            if want_probs:  # what inspect_steps shows: the distribution drawn from (greedy: the model's own)
+                if chooser.greedy:
+                    shown = self._chooser(Decoding(repetition_penalty=decoding.repetition_penalty,
+                                                   repetition_window=decoding.repetition_window))
+                    probs = shown.distribution(glogits, recent)
+                else:
+                    probs = chooser.weights / chooser.weights.sum(axis=1, keepdims=True, dtype=np.float64)
+                for j, i in enumerate(members):
+                    probs_of[i] = probs[j]
         chars = self.vocab.chars
         keep: list[int] = []
         woken: list[Stream] = []
