@@ -178,28 +178,31 @@ BAD_BODIES = [
     (b'{"run": "alpha", "temperature": 1e999}', 400, "finite"),
     (b'{"run": "alpha", "length": 1' + b"0" * 5000 + b"}", 400, "malformed JSON"),
     (b'{"run": "alpha", "length": 100000000000000000000}', 413, "limit"),
-    (b'{"run": "alpha", "length": "100"}', 400, "length must be an integer, got a string"),
-    (b'{"run": "alpha", "length": true}', 400, "integer, got a boolean"),
+    (b'{"run": "alpha", "length": "100"}', 400, "length must be a non-negative integer, got '100'"),
+    (b'{"run": "alpha", "length": true}', 400, "integer, got True"),
     (b'{"run": "alpha", "length": 2.5}', 400, "integer"),
     (b'{"run": "alpha", "length": 0}', 400, "at least 1"),
-    (b'{"run": "alpha", "temperature": "hot"}', 400, "temperature must be a number"),
+    (b'{"run": "alpha", "temperature": "hot"}', 400, "temperature must be > 0"),
     (b'{"run": "alpha", "temperature": -1}', 400, "temperature must be > 0"),
     (b'{"run": "alpha", "top_k": 0}', 400, "top-k must be an integer >= 1"),
     (b'{"run": "alpha", "top_p": 1.5}', 400, "top-p must be in (0, 1]"),
     (b'{"run": "alpha", "epsilon": 2}', 400, "epsilon must be in [0, 1]"),
     (b'{"run": "alpha", "repetition_penalty": 0.5}', 400, "repetition penalty must be >= 1"),
     (b'{"run": "alpha", "greedy": true, "top_k": 5}', 400, "greedy always takes the most likely character"),
-    (b'{"run": "alpha", "beam": 3, "temperature": 0.5}', 400, "drop temperature"),
-    (b'{"run": "alpha", "seed": -1}', 400, "seed must be at least 0"),
+    (b'{"run": "alpha", "beam": 3, "temperature": 0.5}', 400, "drop --temperature"),
+    (b'{"run": "alpha", "seed": -1}', 400, "seed must be an integer in 0.."),
     (b'{"run": "alpha", "prime": "xyz\xc3\xa9"}', 400, "not in the vocabulary"),
     (b'{"run": "alpha", "prime": 5}', 400, "prime must be a string"),
     (b'{"run": "alpha", "stop": ["Z"]}', 400, "can never occur"),
     (b'{"run": "alpha", "stop": "\\\\q"}', 400, "unknown escape"),
-    (b'{"run": "alpha", "stop": [1]}', 400, "stop must be a string"),
+    (b'{"run": "alpha", "stop": [1]}', 400, "stop strings must be a list of strings"),
     (b'{"run": "alpha", "num_samples": 1000}', 413, "limit of 16"),
     (b'{"run": "alpha", "num_samples": 2, "stream": true}', 400, "one sample"),
     (b'{"run": "alpha", "candidates": 500}', 413, "limit"),
     (b'{"run": "alpha", "temprature": 0.5}', 400, "unknown field(s): 'temprature'"),
+    # the library request's file-reading and output options are not the playground's to set
+    (b'{"run": "alpha", "prime_file": "/etc/passwd"}', 400, "unknown field(s): 'prime_file'"),
+    (b'{"run": "alpha", "length": 5.0, "top_k": 3.0}', 200, None),
     (b'{"run": "nope"}', 404, "no run 'nope'"),
     (b'{"length": 5}', 400, "run is missing"),
 ]
@@ -208,6 +211,9 @@ BAD_BODIES = [
 @pytest.mark.parametrize("raw,status,fragment", BAD_BODIES, ids=[str(i) for i in range(len(BAD_BODIES))])
 def test_bad_input_gets_a_4xx_with_one_line_and_the_server_keeps_serving(client, raw, status, fragment):
     response = client.post("/api/generate", content=raw, headers={"content-type": "application/json"})
+    if status == 200:  # JSON writers may send integers as 5.0
+        assert response.status_code == 200 and len(response.json()["text"]) == 5, response.text
+        return
     assert_error(response, status, fragment)
     assert client.post("/api/generate", json={"run": "alpha", "length": 3, "seed": 1}).status_code == 200
 

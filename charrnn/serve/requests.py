@@ -1,24 +1,24 @@
-"""Every check on what a client sends, in one place: JSON bodies in, validated requests out.
+"""What a client sends, checked: JSON bodies in, validated requests out.
 
-The rules are the library's (`sample.Decoding`, `check_length`, `check_num_samples`,
-`check_stops`, `unescape`, `prime_ids`) and raise its one-line messages; on top come what JSON
-adds (a string where a number is due, NaN, a bool for an integer, unknown fields) and the server's
-own caps, which are far below the library's because one request must not hold the server.
-
-This module stands in for the library's generation request (issue 13, item 2: probably
-`charrnn/request.py: GenerationRequest`); once that lands, `parse_generate` becomes a thin
-mapping of JSON onto it.
+The generation rules are the library's: a generation request is `request.GenerationRequest.build`
+over the JSON fields, then `check_vocab` against the model, so the server refuses exactly what
+`charrnn sample` refuses, with the same one-line messages (the page shows them beside the control
+they name). What is left here is what only a server has: the body's shape (a JSON object, no
+NaN/Infinity, no field nobody reads -- which also keeps the library's file-reading options such
+as `prime_file` out of reach), integers sent as 5.0, the fields only the playground has
+(`candidates`, `stream`, the run) and the server's caps, far below the library's because one
+request must not hold the server (LimitError: 413).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CharRNNError
+from ..request import UNKNOWN, GenerationRequest
 from ..vocab import Vocab
 
 # The server's caps: a request beyond one is answered 413 (see LimitError).
@@ -32,7 +32,6 @@ MAX_BEAM = 16
 MAX_CANDIDATES = 20  # top candidates reported per generated character
 MAX_SCORE_CHARS = 100_000
 MAX_NEURON_CHARS = 5_000
-MAX_SEED = 2**63 - 1
 
 
 class LimitError(CharRNNError):
@@ -41,20 +40,23 @@ class LimitError(CharRNNError):
 
 @dataclass(frozen=True)
 class GenerateRequest:
-    """A checked request to generate: everything the scheduler needs, nothing left to fail."""
+    """A checked request to generate: the library's request plus what only the playground has."""
 
     run: str
-    prime: str
-    length: int
-    num_samples: int
-    seed: int
-    stops: tuple[str, ...]
-    decoding: Any  # sample.Decoding
-    beam: int | None
-    length_penalty: float
+    generation: GenerationRequest  # checked by the library, against the model's vocabulary too
     candidates: int  # top candidates per generated character (0: none)
-    stream: bool
-    unknown: str
+    stream: bool  # answer with server-sent events (one sample)
+
+    # what the scheduler and the handlers read, as the library request holds it
+    prime = property(lambda self: self.generation.prime)
+    length = property(lambda self: self.generation.length)
+    num_samples = property(lambda self: self.generation.num_samples)
+    seed = property(lambda self: self.generation.seed)
+    stops = property(lambda self: self.generation.stops)
+    decoding = property(lambda self: self.generation.decoding)
+    beam = property(lambda self: self.generation.beam)
+    length_penalty = property(lambda self: self.generation.length_penalty)
+    unknown = property(lambda self: self.generation.unknown)
 
     def settings(self) -> dict[str, Any]:
         """What the client is told was used (the seed above all, when it was chosen here)."""
@@ -78,11 +80,15 @@ class ScoreRequest:
     unknown: str
 
 
+NEURON_KINDS = ("hidden", "cell")
+
+
 @dataclass(frozen=True)
 class NeuronRequest:
     run: str
     text: str
     layer: int
+    kind: str  # "hidden" (h) or "cell" (the LSTM's c)
     cell: int | None
     unknown: str
 
@@ -139,9 +145,6 @@ class _Fields:
                                f"(known: {', '.join(sorted(known))})")
         self.data = data
 
-    def has(self, key: str) -> bool:
-        return self.data.get(key) is not None
-
     def string(self, key: str, default: str, limit: int | None = None) -> str:
         value = self.data.get(key, default)
         if value is None:
@@ -175,51 +178,53 @@ class _Fields:
             raise CharRNNError(f"{key} must be at least {low}, got {value if abs(value) < 10**12 else 'a huge number'}")
         return value
 
-    def number(self, key: str, default: float | None) -> float | None:
-        value = self.data.get(key, default)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise CharRNNError(f"{key} must be a number, got {_kind(value)}")
-        value = float(value) if abs(value) < 1e308 else math.inf
-        if not math.isfinite(value):
-            raise CharRNNError(f"{key} must be a finite number")
-        return value
-
 
 # ----------------------------------------------------------------------------------------------
 # the shared parts
 
 _DECODING_FIELDS = {"temperature", "greedy", "top_k", "top_p", "epsilon", "repetition_penalty", "repetition_window"}
+_INTEGER_FIELDS = {"length", "num_samples", "seed", "beam", "candidates", "top_k", "repetition_window"}
 
 
-def _decoding(f: _Fields) -> Any:
-    """The decoding settings, with the CLI's rule that greedy decoding takes no sampling options."""
-    from ..sample import GREEDY_BELOW, Decoding
+def _json_values(data: dict[str, Any]) -> dict[str, Any]:
+    """The fields as the library expects them: integers that JSON writers sent as 5.0 made ints,
+    and numbers too large for a float (1e999 parses as infinity) refused. Types are left to the
+    library's checks, which name the field."""
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise CharRNNError(f"{key} must be a finite number")
+            if key in _INTEGER_FIELDS and value.is_integer() and abs(value) < 2**53:
+                value = int(value)
+        out[key] = value
+    return out
 
-    temperature = f.number("temperature", None)
-    greedy = f.boolean("greedy", False)
-    top_k = f.integer("top_k", None)
-    top_p = f.number("top_p", None)
-    epsilon = f.number("epsilon", 0.0)
-    if greedy or (temperature is not None and temperature < GREEDY_BELOW):
-        ignored = [name for name, used in (("top_k", top_k is not None), ("top_p", top_p is not None),
-                                           ("epsilon", bool(epsilon)), ("temperature", greedy and bool(temperature)))
-                   if used]
-        if ignored:
-            how = "greedy" if greedy else f"temperature {temperature:g}"
-            raise CharRNNError(f"{how} always takes the most likely character, so {', '.join(ignored)} would do "
-                               "nothing; drop it, or sample with a temperature > 0")
-    return Decoding(temperature=0.8 if temperature is None else temperature, greedy=greedy, top_k=top_k,
-                    top_p=top_p, epsilon=epsilon,
-                    repetition_penalty=f.number("repetition_penalty", 1.0),
-                    repetition_window=f.integer("repetition_window", 20))
+
+def _cap(data: dict[str, Any], key: str, high: int) -> None:
+    """The server's cap on an integer field (a value of another type is the library's to refuse)."""
+    value = data.get(key)
+    if isinstance(value, int) and not isinstance(value, bool) and value > high:
+        shown = value if abs(value) < 10**12 else f"of {len(str(value))} digits"
+        raise LimitError(f"{key} {shown} is over the server's limit of {high:,}")
+
+
+def _cap_text(data: dict[str, Any], key: str, limit: int) -> None:
+    value = data.get(key)
+    if isinstance(value, str) and len(value) > limit:
+        raise LimitError(f"{key} of {len(value):,} characters is over the server's limit of {limit:,}")
+
+
+def _decoding(data: dict[str, Any]) -> Any:
+    """The decoding settings, checked by the library's request rules (greedy takes no sampling
+    options, the temperature defaults to 0.8, ...)."""
+    return GenerationRequest.build(length=1, **{k: data[k] for k in _DECODING_FIELDS if k in data}).decoding
 
 
 def _unknown(f: _Fields) -> str:
     unknown = f.string("unknown", "error")
-    if unknown not in ("error", "skip"):
-        raise CharRNNError(f"unknown must be 'error' or 'skip', got {unknown[:20]!r}")
+    if unknown not in UNKNOWN:
+        raise CharRNNError(f"unknown must be one of {', '.join(UNKNOWN)}, got {unknown[:20]!r}")
     return unknown
 
 
@@ -244,66 +249,37 @@ def run_id(data: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------
 # the requests
 
+_GENERATE_FIELDS = {"run", "prime", "length", "num_samples", "seed", "stop", "beam", "length_penalty", "candidates",
+                    "stream", "unknown", *_DECODING_FIELDS}
+
 
 def parse_generate(data: dict[str, Any], vocab: Vocab) -> GenerateRequest:
     """A generation request from its JSON object, checked completely against the model's vocabulary."""
-    from ..sample import check_beam, check_length, check_num_samples, check_stops, prime_ids, unescape
-
-    f = _Fields(data, {"run", "prime", "length", "num_samples", "seed", "stop", "beam", "length_penalty",
-                       "candidates", "stream", "unknown", *_DECODING_FIELDS})
+    f = _Fields(data, _GENERATE_FIELDS)  # only the fields the playground offers reach the library
     run = run_id(data)
-    prime = f.string("prime", "", MAX_PRIME)
-    length = f.integer("length", 200, high=MAX_LENGTH)
-    check_length(length)
-    if length < 1:
-        raise CharRNNError(f"length must be at least 1, got {length}")
-    num_samples = f.integer("num_samples", 1, high=MAX_SAMPLES)
-    check_num_samples(num_samples)
-    seed = f.integer("seed", None, low=0, high=MAX_SEED)
-    if seed is None:
-        seed = int.from_bytes(os.urandom(4), "little")
+    data = _json_values(data)
+    _cap_text(data, "prime", MAX_PRIME)
+    for key, high in (("length", MAX_LENGTH), ("num_samples", MAX_SAMPLES), ("beam", MAX_BEAM),
+                      ("candidates", MAX_CANDIDATES)):
+        _cap(data, key, high)
     stop = data.get("stop")
-    if stop is None:
-        stop = []
-    elif isinstance(stop, str):
-        stop = [stop]
-    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-        raise CharRNNError("stop must be a string or an array of strings")
-    if len(stop) > MAX_STOPS:
-        raise LimitError(f"{len(stop)} stop strings are over the server's limit of {MAX_STOPS}")
-    if any(len(s) > MAX_STOP_CHARS for s in stop):
-        raise LimitError(f"a stop string is over the server's limit of {MAX_STOP_CHARS} characters")
-    stops = check_stops([unescape(s) for s in stop], vocab)
+    stops = [stop] if isinstance(stop, str) else stop
+    if isinstance(stops, list):
+        if len(stops) > MAX_STOPS:
+            raise LimitError(f"{len(stops)} stop strings are over the server's limit of {MAX_STOPS}")
+        if any(isinstance(s, str) and len(s) > MAX_STOP_CHARS for s in stops):
+            raise LimitError(f"a stop string is over the server's limit of {MAX_STOP_CHARS} characters")
+    candidates = f.integer("candidates", 0, low=0)
     stream = f.boolean("stream", False)
-    beam = f.integer("beam", None, low=1, high=MAX_BEAM)
-    length_penalty = f.number("length_penalty", 1.0)
-    candidates = f.integer("candidates", 0, low=0, high=MAX_CANDIDATES)
-    if beam is None:
-        decoding = _decoding(f)
-        if length_penalty != 1.0:
-            raise CharRNNError("length_penalty ranks beam search results; it goes with beam")
-    else:
-        changed = sorted(k for k in _DECODING_FIELDS if f.has(k) and data[k] not in (False,))
-        if changed:
-            raise CharRNNError(f"beam ranks by the model's own probabilities; drop {', '.join(changed)}")
-        if candidates:
-            raise CharRNNError("candidates are shown for sampled text; beam search takes none")
-        if not 1 <= num_samples <= beam:
-            raise CharRNNError(f"num_samples with beam {beam} must be in 1..{beam} (the best N beams)")
-        if not 0 <= length_penalty <= 10:
-            raise CharRNNError(f"length penalty must be in [0, 10], got {length_penalty!r}")
-        check_beam(beam, length)
-        decoding = _decoding(_Fields({}, set()))
-    if stream and num_samples != 1:
+    library = {k: v for k, v in data.items() if k not in ("run", "candidates", "stream") and v is not None}
+    library.setdefault("length", 200)
+    generation = GenerationRequest.build(**library)
+    if candidates and generation.beam is not None:
+        raise CharRNNError("candidates are shown for sampled text; beam search takes none")
+    if stream and generation.num_samples != 1:
         raise CharRNNError("a stream carries one sample; ask for num_samples > 1 without stream")
-    unknown = _unknown(f)
-    try:
-        prime_ids(vocab, prime, unknown)
-    except CharRNNError as exc:
-        raise CharRNNError(str(exc).replace("use --unknown skip", 'send "unknown": "skip"')) from None
-    return GenerateRequest(run=run, prime=prime, length=length, num_samples=num_samples, seed=seed,
-                           stops=tuple(stops), decoding=decoding, beam=beam, length_penalty=length_penalty,
-                           candidates=candidates, stream=stream, unknown=unknown)
+    generation.check_vocab(vocab)
+    return GenerateRequest(run=run, generation=generation, candidates=candidates, stream=stream)
 
 
 def parse_next(data: dict[str, Any], vocab: Vocab) -> NextRequest:
@@ -311,7 +287,7 @@ def parse_next(data: dict[str, Any], vocab: Vocab) -> NextRequest:
     f = _Fields(data, {"run", "context", "unknown", *_DECODING_FIELDS})
     run = run_id(data)
     context = f.string("context", "", MAX_PRIME)
-    decoding = _decoding(f)
+    decoding = _decoding(_json_values(data))
     unknown = _unknown(f)
     _encoded(vocab, context, "context", unknown)
     return NextRequest(run=run, context=context, decoding=decoding, unknown=unknown)
@@ -328,8 +304,10 @@ def parse_score(data: dict[str, Any], vocab: Vocab) -> ScoreRequest:
     return ScoreRequest(run=run, text=text, context=context, unknown=unknown)
 
 
-def parse_neurons(data: dict[str, Any], vocab: Vocab, num_layers: int, hidden_size: int) -> NeuronRequest:
-    f = _Fields(data, {"run", "text", "layer", "cell", "unknown"})
+def parse_neurons(data: dict[str, Any], vocab: Vocab, num_layers: int, hidden_size: int,
+                  kinds: tuple[str, ...] = NEURON_KINDS) -> NeuronRequest:
+    """`kinds`: the states the model has ("hidden", and "cell" for an LSTM)."""
+    f = _Fields(data, {"run", "text", "layer", "kind", "cell", "unknown"})
     run = run_id(data)
     text = f.string("text", "", MAX_NEURON_CHARS)
     if not text:
@@ -337,9 +315,12 @@ def parse_neurons(data: dict[str, Any], vocab: Vocab, num_layers: int, hidden_si
     layer = f.integer("layer", num_layers - 1, low=0)
     if layer >= num_layers:
         raise CharRNNError(f"layer must be in 0..{num_layers - 1} (the model has {num_layers}), got {layer}")
+    kind = f.string("kind", "hidden")
+    if kind not in kinds:
+        raise CharRNNError(f"kind must be {' or '.join(kinds)} for this model, got {kind[:20]!r}")
     cell = f.integer("cell", None, low=0)
     if cell is not None and cell >= hidden_size:
         raise CharRNNError(f"cell must be in 0..{hidden_size - 1} (the layer has {hidden_size}), got {cell}")
     unknown = _unknown(f)
     _encoded(vocab, text, "text", unknown)
-    return NeuronRequest(run=run, text=text, layer=layer, cell=cell, unknown=unknown)
+    return NeuronRequest(run=run, text=text, layer=layer, kind=kind, cell=cell, unknown=unknown)

@@ -56,13 +56,14 @@ async function streamEvents(body, signal, onEvent) {
 // ---------------------------------------------------------------------------------------------
 // errors next to their controls
 
+// The library's messages name the command-line options (--greedy, -t 0, --top-k, ...).
 const FIELD_WORDS = [
-  [/^(greedy|temperature 0|temperature [0-9.e-]+ always)/, "greedy"],
-  [/^beam|beam search|length penalty|length_penalty/, "beam"],
+  [/^(--)?(greedy|temperature 0|temperature [0-9.e-]+ always)|^-t [0-9.e-]+ always/, "greedy"],
+  [/^(--)?beam|beam search|length penalty|length_penalty|length-penalty/, "beam"],
   [/top-k|top_k/, "top_k"], [/top-p|top_p/, "top_p"], [/epsilon/, "epsilon"],
   [/repetition/, "repetition_penalty"], [/temperature/, "temperature"],
-  [/^stop|stop string|escape/, "stop"], [/^prime|prime /, "prime"], [/^seed/, "seed"],
-  [/^length|characters is over|length /, "length"], [/^run|no run/, "run"],
+  [/^(--)?stop|stop string|escape/, "stop"], [/^(--)?prime|prime /, "prime"], [/^seed/, "seed"],
+  [/^(--)?length|characters is over|length /, "length"], [/^run|no run/, "run"],
 ];
 
 function fieldOf(message) {
