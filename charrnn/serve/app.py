@@ -2,7 +2,7 @@
 
 Routes (JSON in and out; errors are {"error": "<one line>"} with a 4xx status):
   GET  /                 the page (charrnn/serve/static/)
-  GET  /api/runs         the runs that can be loaded
+  GET  /api/runs         the runs that can be loaded (the library's run listing, `charrnn.runs`)
   GET  /api/status       streams and models in use, and the server's limits
   POST /api/generate     sample (or beam search); "stream": true answers with server-sent events
   POST /api/stop         end a stream now: {"stream": id}
@@ -37,7 +37,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..errors import CharRNNError
 from . import requests as rq
-from .runs import UnknownRunError, find_run, list_runs
+from .runs import UnknownRunError, find_run, list_runs, record
 from .scheduler import ModelWorker, Stream
 
 STATIC = Path(__file__).parent / "static"
@@ -238,7 +238,7 @@ async def page(request: Request) -> Response:
 async def runs(request: Request) -> Response:
     pg: Playground = request.app.state.playground
     found = await run_in_threadpool(list_runs, pg.runs_dir)
-    return JSONResponse({"runs": [r.record() for r in found]})
+    return JSONResponse({"runs": [record(r) for r in found]})
 
 
 async def status(request: Request) -> Response:

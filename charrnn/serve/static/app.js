@@ -145,7 +145,7 @@ function pickRun(id) {
   state.run = id;
   $("#run").value = id;
   const r = state.runs.find((x) => x.id === id);
-  $("#runinfo").textContent = r ? `${r.corpus || "?"} · ${r.size || "?"} · vocabulary ${r.vocab_size ?? "?"} · step ${r.step ?? "?"}` : "";
+  $("#runinfo").textContent = r ? `${r.corpus || "?"} · ${r.size || "?"} · ${r.parameters == null ? "?" : r.parameters.toLocaleString("en")} parameters · step ${r.step ?? "?"}` : "";
   const layer = $("#layer");
   layer.innerHTML = "";
   for (let i = 0; i < (r?.num_layers || 1); i++) {
