@@ -132,7 +132,8 @@ def test_score_and_neurons(client, runs_dir):
     got = client.post("/api/score", json={"run": "alpha", "text": "to be or not to be"}).json()
     want = score_text(model, vocab, "to be or not to be")
     assert got["nats_per_char"] == pytest.approx(want.nats_per_char) and len(got["surprisal"]) == 17
-    cells = client.post("/api/neurons", json={"run": "alpha", "text": "to be or not", "layer": 1}).json()
+    cells = client.post("/api/neurons", json={"run": "alpha", "text": "to be or not", "layer": 1,
+                                              "finder": True}).json()
     assert cells["hidden_size"] == 24 and len(cells["values"]) == len("to be or not")
     assert cells["cell"] == cells["top_cells"][0]["cell"]
     # the top layer's activations are the model's own hidden output
@@ -142,7 +143,22 @@ def test_score_and_neurons(client, runs_dir):
         out, _ = model.rnn(model.embed(torch.tensor([vocab.encode("to be or not")])))
     assert cells["values"] == pytest.approx(out[0, :, cells["cell"]].tolist(), abs=1e-3)
     one = client.post("/api/neurons", json={"run": "alpha", "text": "to be", "layer": 0, "cell": 5}).json()
-    assert one["cell"] == 5 and one["layer"] == 0
+    assert one["cell"] == 5 and one["layer"] == 0 and one["kind"] == "hidden" and one["kinds"] == ["hidden", "cell"]
+    assert "finder" not in one  # only when asked: it runs the model over the text a second time
+    # an LSTM's cell state too, tanh-scaled as charrnn explain shows it: the model's own c, step by step
+    c = client.post("/api/neurons", json={"run": "alpha", "text": "to be or", "layer": 0, "kind": "cell",
+                                          "cell": 7}).json()
+    hidden, want = None, []
+    with torch.inference_mode():
+        for i in vocab.encode("to be or"):
+            _, hidden = model.rnn(model.embed(torch.tensor([[i]])), hidden)
+            want.append(float(torch.tanh(hidden[1][0, 0, 7])))
+    assert c["kind"] == "cell" and c["values"] == pytest.approx(want, abs=1e-3)
+    # and the cell finder's best units for properties of the text
+    finder = {p["property"]: p for p in cells["finder"]}
+    assert "word start" in finder and finder["word start"]["statistic"] == "ROC AUC"
+    best = finder["word start"]["cells"][0]
+    assert 0 <= best["layer"] < 2 and best["kind"] in ("hidden", "cell") and 0 <= best["cell"] < 24
 
 
 # ----------------------------------------------------------------------------------------------
@@ -243,6 +259,7 @@ def test_oversize_bodies_and_texts_are_refused(client):
     ("/api/neurons", {"run": "alpha", "text": "to", "layer": 2}, "layer must be in 0..1"),
     ("/api/neurons", {"run": "alpha", "text": "to", "cell": 24}, "cell must be in 0..23"),
     ("/api/neurons", {"run": "alpha", "text": ""}, "text is empty"),
+    ("/api/neurons", {"run": "beta", "text": "to", "kind": "cell"}, "kind must be hidden for this model"),
     ("/api/stop", {"stream": 5}, "stream must be"),
 ])
 def test_other_endpoints_refuse_bad_values(client, path, body, fragment):

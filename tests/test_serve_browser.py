@@ -73,6 +73,13 @@ def test_pick_a_run_generate_hover_stop_and_see_a_bad_value(runs_dir, tmp_path):
         assert by_id("stopbtn").is_enabled() and not by_id("generate").is_enabled()
         assert "seed 42 · T=1.3" in by_id("strategy").text
         assert spans[5].value_of_css_property("background-color") != "rgba(0, 0, 0, 0)"
+        # Stop ends the stream on the server at once (clicked as soon as characters arrive: 20,000 take
+        # the server seconds, the click milliseconds)
+        by_id("stopbtn").click()
+        wait(driver, lambda: by_id("generate").is_enabled(), what="the stream to end")
+        assert by_id("genstate").text.startswith("stopped")
+        generated = len(driver.find_elements(By.CSS_SELECTOR, "#output .gen span"))
+        assert 40 <= generated < 20000
         # hovering a character shows its candidates
         ActionChains(driver).move_to_element(spans[10]).perform()
         wait(driver, lambda: "step 11: chose" in by_id("stepinfo").text, what="the step's candidates")
@@ -81,12 +88,6 @@ def test_pick_a_run_generate_hover_stop_and_see_a_bad_value(runs_dir, tmp_path):
         assert by_id("tip").is_displayed()
         screenshot = os.environ.get("CHARRNN_SCREENSHOT") or str(tmp_path / "playground.png")
         driver.save_screenshot(screenshot)
-        # Stop ends the stream on the server at once
-        by_id("stopbtn").click()
-        wait(driver, lambda: by_id("generate").is_enabled(), what="the stream to end")
-        assert by_id("genstate").text.startswith("stopped")
-        generated = len(driver.find_elements(By.CSS_SELECTOR, "#output .gen span"))
-        assert 40 <= generated < 20000
         status = driver.execute_script("return fetch('/api/status').then(r => r.json())")
         assert status["streams"] == 0
         assert console_errors(driver) == []
@@ -102,5 +103,19 @@ def test_pick_a_run_generate_hover_stop_and_see_a_bad_value(runs_dir, tmp_path):
         box = driver.find_element(By.CSS_SELECTOR, '.err[data-for="length"]')
         wait(driver, lambda: box.text, what="the length message")
         assert "over the server's limit of 20,000" in box.text
+        # the neuron panel colours the text by an LSTM cell state, and the cell finder's units pick others
+        driver.find_element(By.CSS_SELECTOR, 'button.tab[data-tab="neurons"]').click()
+        set_value(driver, "kind", "cell", event="change")
+        by_id("neuron-go").click()
+        found = wait(driver, lambda: driver.find_elements(By.CSS_SELECTOR, "#finder button"), what="the cell finder")
+        assert "layer 2 cell units" in by_id("topcells").text
+        label = found[0].text  # L:h|c:unit
+        found[0].click()
+        wait(driver, lambda: by_id("cell").get_attribute("value") == label.split(":")[2], what="the finder's unit")
+        assert by_id("kind").get_attribute("value") == {"h": "hidden", "c": "cell"}[label.split(":")[1]]
+        coloured = driver.find_elements(By.CSS_SELECTOR, "#neuron-out span")
+        assert coloured and coloured[0].value_of_css_property("background-color") != "rgba(0, 0, 0, 0)"
+        neuron_shot = os.environ.get("CHARRNN_NEURON_SCREENSHOT") or str(tmp_path / "neurons.png")
+        driver.save_screenshot(neuron_shot)
         # the only console lines are the deliberate refusals' HTTP statuses
         assert all(re.search(r"status of 4(00|13)", line) for line in console_errors(driver))

@@ -8,7 +8,8 @@ Routes (JSON in and out; errors are {"error": "<one line>"} with a 4xx status):
   POST /api/stop         end a stream now: {"stream": id}
   POST /api/next         the next-character distribution after a context, under decoding settings
   POST /api/score        how well the model predicts a text, per character too
-  POST /api/neurons      one layer's hidden activations over a text, and the cells that vary most
+  POST /api/neurons      one layer's hidden or cell state over a text (`charrnn.internals`), the units
+                         that vary most, and the cell finder's best units per property of the text
 
 Every request is checked by `requests.py` before any work starts; model work runs on the model's
 worker thread (`scheduler.py`).
@@ -405,23 +406,24 @@ async def score(request: Request) -> Response:
 
 
 async def neurons(request: Request) -> Response:
-    from .activations import hidden_states, ranked_cells
+    from . import neurons as nr
 
     pg: Playground = request.app.state.playground
     data = await _body(request)
     worker = await pg.worker(rq.run_id(data))
     config = worker.model.config
-    req = rq.parse_neurons(data, worker.vocab, config.num_layers, config.hidden_size)
+    req = rq.parse_neurons(data, worker.vocab, config.num_layers, config.hidden_size, nr.kinds(worker.model))
 
     def run() -> dict[str, Any]:
-        states = hidden_states(worker.model, worker.vocab, req.text, req.layer, req.unknown)
-        ranked = ranked_cells(states)
+        kept = "".join(c for c in req.text if c in worker.vocab) if req.unknown == "skip" else req.text
+        values = nr.states(worker.model, worker.vocab.encode(kept), req.layer, req.kind)
+        ranked = nr.ranked_cells(values)
         cell = req.cell if req.cell is not None else (ranked[0] if ranked else 0)
-        kept = "".join(c for c in req.text if c in worker.vocab)
-        return {"layer": req.layer, "cell": cell, "num_layers": config.num_layers,
-                "hidden_size": config.hidden_size, "text": kept,
-                "values": [round(float(v), 4) for v in states[:, cell]],
-                "top_cells": [{"cell": c, "spread": round(float(states[:, c].std()), 4)} for c in ranked]}
+        return {"layer": req.layer, "kind": req.kind, "kinds": list(nr.kinds(worker.model)), "cell": cell,
+                "num_layers": config.num_layers, "hidden_size": config.hidden_size, "text": kept,
+                "values": [round(float(v), 4) for v in values[:, cell]],
+                "top_cells": [{"cell": c, "spread": round(float(values[:, c].std()), 4)} for c in ranked],
+                **({"finder": nr.finder(worker.model, worker.vocab, kept)} if req.finder else {})}
 
     return JSONResponse({"run": worker.name, **(await _on_worker(worker, run))})
 

@@ -91,6 +91,7 @@ class NeuronRequest:
     kind: str  # "hidden" (h) or "cell" (the LSTM's c)
     cell: int | None
     unknown: str
+    finder: bool  # also rank every layer's units against properties of the text (as long again)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -307,7 +308,7 @@ def parse_score(data: dict[str, Any], vocab: Vocab) -> ScoreRequest:
 def parse_neurons(data: dict[str, Any], vocab: Vocab, num_layers: int, hidden_size: int,
                   kinds: tuple[str, ...] = NEURON_KINDS) -> NeuronRequest:
     """`kinds`: the states the model has ("hidden", and "cell" for an LSTM)."""
-    f = _Fields(data, {"run", "text", "layer", "kind", "cell", "unknown"})
+    f = _Fields(data, {"run", "text", "layer", "kind", "cell", "unknown", "finder"})
     run = run_id(data)
     text = f.string("text", "", MAX_NEURON_CHARS)
     if not text:
@@ -323,4 +324,5 @@ def parse_neurons(data: dict[str, Any], vocab: Vocab, num_layers: int, hidden_si
         raise CharRNNError(f"cell must be in 0..{hidden_size - 1} (the layer has {hidden_size}), got {cell}")
     unknown = _unknown(f)
     _encoded(vocab, text, "text", unknown)
-    return NeuronRequest(run=run, text=text, layer=layer, kind=kind, cell=cell, unknown=unknown)
+    return NeuronRequest(run=run, text=text, layer=layer, kind=kind, cell=cell, unknown=unknown,
+                         finder=f.boolean("finder", False))

@@ -154,6 +154,9 @@ function pickRun(id) {
     layer.appendChild(opt);
   }
   layer.value = (r?.num_layers || 1) - 1;
+  const kind = $("#kind");
+  kind.querySelector('option[value="cell"]').disabled = r?.model !== "lstm";  // only an LSTM has a cell state
+  if (r?.model !== "lstm") kind.value = "hidden";
   clearErrors();
   updateNext();
 }
@@ -402,25 +405,51 @@ async function compareStop() {
 // ---------------------------------------------------------------------------------------------
 // neurons
 
-async function colourNeurons() {
+function cellButton(label, title, selected, pick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = label;
+  b.title = title;
+  if (selected) b.className = "sel";
+  b.onclick = pick;
+  return b;
+}
+
+// find: also ask for the cell finder's ranking (a second pass over the text); picking a listed
+// unit re-colours without it and keeps the list.
+async function colourNeurons(find = true) {
   clearErrors($("#tab-neurons"));
   const text = $("#neuron-text").value;
-  const body = { run: state.run, text, layer: Number($("#layer").value), unknown: "skip" };
+  const body = { run: state.run, text, layer: Number($("#layer").value), kind: $("#kind").value, unknown: "skip",
+                 finder: find };
   const cell = num("cell");
   if (cell !== null) body.cell = cell;
   try {
     const d = await api("/api/neurons", body);
     $("#cell").value = d.cell;
     const cells = $("#topcells");
-    cells.innerHTML = '<span class="muted small">cells that vary most:</span>';
+    cells.innerHTML = `<span class="muted small">layer ${d.layer + 1} ${d.kind} units that vary most:</span>`;
     for (const c of d.top_cells) {
-      const b = document.createElement("button");
-      b.type = "button";
-      b.textContent = `${c.cell}`;
-      b.title = `spread ${c.spread}`;
-      if (c.cell === d.cell) b.className = "sel";
-      b.onclick = () => { $("#cell").value = c.cell; colourNeurons(); };
-      cells.appendChild(b);
+      cells.appendChild(cellButton(`${c.cell}`, `spread ${c.spread}`, c.cell === d.cell,
+                                   () => { $("#cell").value = c.cell; colourNeurons(false); }));
+    }
+    if (d.finder) {
+      const finder = $("#finder");
+      finder.innerHTML = "";
+      for (const p of d.finder) {
+        const line = document.createElement("div");
+        line.innerHTML = '<span class="muted small"></span>';
+        line.firstChild.textContent = `${p.property} (${p.statistic}, chance ${p.chance}):`;
+        line.firstChild.title = p.description;
+        for (const c of p.cells) {
+          line.appendChild(cellButton(`${c.layer + 1}:${c.kind === "cell" ? "c" : "h"}:${c.cell}`,
+                                      `${p.statistic} ${c.score} (best control ${p.control})`, false, () => {
+            $("#layer").value = c.layer; $("#kind").value = c.kind; $("#cell").value = c.cell;
+            colourNeurons(false);
+          }));
+        }
+        finder.appendChild(line);
+      }
     }
     const out = $("#neuron-out");
     out.innerHTML = "";
@@ -473,7 +502,7 @@ function init() {
   $("#addcol").addEventListener("click", () => addCompareColumn({ temperature: 0.8 }));
   $("#compare-go").addEventListener("click", compareAll);
   $("#compare-stop").addEventListener("click", compareStop);
-  $("#neuron-go").addEventListener("click", colourNeurons);
+  $("#neuron-go").addEventListener("click", () => colourNeurons(true));
   $("#neuron-fill").addEventListener("click", () => { $("#neuron-text").value = ($("#prime").value + generatedText()).slice(0, 5000); });
   $("#neuron-text").value = "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n";
   resetOutput();
