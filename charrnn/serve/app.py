@@ -11,7 +11,8 @@ Routes (JSON in and out; errors are {"error": "<one line>"} with a 4xx status):
   POST /api/neurons      one layer's hidden or cell state over a text (`charrnn.internals`), the units
                          that vary most, and the cell finder's best units per property of the text
 
-Every request is checked by `requests.py` before any work starts; model work runs on the model's
+Every request is checked before any work starts (`requests.py`: the library's `GenerationRequest`
+and the server's own caps); model work runs on the model's
 worker thread (`scheduler.py`).
 """
 
@@ -314,7 +315,7 @@ async def _collect(stream: Stream) -> dict[str, Any]:
 
 
 async def _beam(worker: ModelWorker, req: rq.GenerateRequest, settings: dict[str, Any]) -> Response:
-    from ..sample import beam_search
+    from ..beam import beam_search
 
     def search() -> list[Any]:
         return beam_search(worker.model, worker.vocab, req.length, width=req.beam, num_return=req.num_samples,
@@ -349,7 +350,8 @@ async def stop(request: Request) -> Response:
 
 
 async def next_chars(request: Request) -> Response:
-    from ..sample import Decoding, prime_ids, sampling_distribution, warm
+    from ..decoding import Decoding, sampling_distribution
+    from ..generation import prime_ids, warm
 
     pg: Playground = request.app.state.playground
     data = await _body(request)
