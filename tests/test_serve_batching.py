@@ -16,8 +16,9 @@ from charrnn.sample import inspect_steps, stream  # noqa: E402
 from charrnn.serve.requests import parse_generate  # noqa: E402
 from charrnn.serve.scheduler import ModelWorker, Stream  # noqa: E402
 
-# Settings that take every decoding path: the fast chooser (plain temperature, greedy) and the
-# general chain (filters, ε, the repetition penalty), with and without per-step candidates.
+# Settings that take every branch of the one decoding chain (plain temperature, greedy, filters,
+# ε, the repetition penalty), with and without per-step candidates; the first and the candidates
+# row share settings, so they are decided together in one group.
 SETTINGS = [
     {"temperature": 1.0},
     {"temperature": 0.7},
@@ -27,6 +28,7 @@ SETTINGS = [
     {"temperature": 1.0, "epsilon": 0.3},
     {"temperature": 0.8, "repetition_penalty": 1.5, "repetition_window": 7},
     {"temperature": 1.0, "candidates": 3},
+    {"greedy": True, "repetition_penalty": 1.3, "candidates": 2},
     {"temperature": 1.0, "stop": ["e "]},
 ]
 
@@ -71,6 +73,13 @@ def test_streams_batched_together_give_the_texts_each_gives_alone(checkpoint):
         worker.start(late)
         for s in [*streams, late]:
             assert text_of(s) == alone(checkpoint, s.request, s.seed), s.request
+            if s.request.candidates:  # and each step's candidates are inspect_steps' for the request alone
+                req = s.request
+                views = list(inspect_steps(checkpoint.model, checkpoint.vocab, req.length, prime=req.prime,
+                                           top=req.candidates, decoding=req.decoding, seed=s.seed, stop=req.stops))
+                steps = [item for item in s.pending if isinstance(item, dict) and "c" in item]
+                assert [step["p"] for step in steps] == pytest.approx([v.chosen_prob for v in views])
+                assert [[c for c, _ in step["top"]] for step in steps] == [[c for c, _ in v.candidates] for v in views]
         assert worker.max_batch >= len(SETTINGS)  # they really were stepped together
         assert worker.active == 0  # and every row left the batch at its end
     finally:

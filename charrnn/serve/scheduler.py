@@ -101,7 +101,7 @@ class _Row:
         request = stream.request
         decoding = request.decoding
         self.stream = stream
-        self.key = (decoding, request.candidates > 0)
+        self.key = decoding  # rows with equal settings are decided together
         # The draws Generation makes for sample `seed` alone (stream 0), and its ε-greedy coin (stream 1).
         seeds = np.array([stream.seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64)
         sampled = not decoding.is_greedy
@@ -279,8 +279,7 @@ class ModelWorker:
         chooser = self.choosers.get(decoding)
         if chooser is None:
             if len(self.choosers) >= 64:  # settings no stream uses any more: their buffers go
-                self.choosers = {row.key[0]: self.choosers[row.key[0]] for row in self.rows
-                                 if row.key[0] in self.choosers}
+                self.choosers = {row.key: self.choosers[row.key] for row in self.rows if row.key in self.choosers}
             chooser = self.choosers[decoding] = Chooser(decoding, len(self.vocab))
         return chooser
 
@@ -292,10 +291,10 @@ class ModelWorker:
         n = len(rows)
         ids = np.empty(n, dtype=np.intp)
         probs_of: dict[int, np.ndarray] = {}
-        groups: dict[Any, list[int]] = {}
+        groups: dict[Decoding, list[int]] = {}
         for i, row in enumerate(rows):
             groups.setdefault(row.key, []).append(i)
-        for (decoding, want_probs), members in groups.items():
+        for decoding, members in groups.items():
             group = [rows[i] for i in members]
             glogits = logits if len(members) == n else logits[members]
             chooser = self._chooser(decoding)
@@ -303,15 +302,17 @@ class ModelWorker:
             u_eps = np.array([r.exploit.at(r.stream.step)[0] for r in group]) if chooser.epsilon else None
             recent = np.stack([r.recent for r in group]) if decoding.penalised else None
             ids[members] = chooser.choose(glogits, u, u_eps, recent)
-            if want_probs:  # what inspect_steps shows: the distribution drawn from (greedy: the model's own)
+            shown = [j for j, r in enumerate(group) if r.top]
+            if shown:  # what inspect_steps shows: the distribution drawn from (greedy: the model's own)
                 if chooser.greedy:
-                    shown = self._chooser(Decoding(repetition_penalty=decoding.repetition_penalty,
-                                                   repetition_window=decoding.repetition_window))
-                    probs = shown.distribution(glogits, recent)
+                    model_own = self._chooser(Decoding(repetition_penalty=decoding.repetition_penalty,
+                                                       repetition_window=decoding.repetition_window))
+                    probs = model_own.distribution(glogits[shown], None if recent is None else recent[shown])
                 else:
-                    probs = chooser.weights / chooser.weights.sum(axis=1, keepdims=True, dtype=np.float64)
-                for j, i in enumerate(members):
-                    probs_of[i] = probs[j]
+                    weights = chooser.weights[shown]
+                    probs = weights / weights.sum(axis=1, keepdims=True, dtype=np.float64)
+                for k, j in enumerate(shown):
+                    probs_of[members[j]] = probs[k]
         chars = self.vocab.chars
         keep: list[int] = []
         woken: list[Stream] = []
