@@ -62,8 +62,13 @@ def _status_of(exc: Exception) -> int:
     return 400
 
 
+MAX_ERROR_CHARS = 300  # the library's messages quote the value refused; a huge one is cut short
+
+
 def _error(message: str, status: int) -> JSONResponse:
     line = " ".join(str(message).split()) or "bad request"
+    if len(line) > MAX_ERROR_CHARS:
+        line = line[: MAX_ERROR_CHARS - 3] + "..."
     return JSONResponse({"error": line}, status_code=status, headers={"Cache-Control": "no-store"})
 
 
