@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-# The explain page's browser test (tests/test_explain_browser.py) loads it in headless Chromium,
+# The browser tests (the explain page, the playground) drive headless Chromium,
 # installed from the distribution (never downloaded at test time); only when missing, only with apt.
 if ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; } && command -v apt-get >/dev/null; then
   SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo "sudo")
@@ -18,5 +18,5 @@ fi
 . .venv/bin/activate
 pip_quiet() { pip install --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
 pip_quiet "${CHARRNN_TORCH_SPEC:-torch==2.13.0}"
-pip_quiet -e ".[test,export,tensorboard]"  # the optional extras too, so their tests run
+pip_quiet -e ".[test,export,tensorboard,serve]"  # the optional extras too, so their tests run
 python -c "import torch, charrnn; print(f'charrnn {charrnn.__version__}, torch {torch.__version__}')"
