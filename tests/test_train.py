@@ -297,7 +297,7 @@ def test_a_run_that_ends_undertrained_says_so_and_what_to_do(tmp_path):
 
 def test_the_library_defaults_are_the_cli_default(tiny_text):
     # `train(text, dir)` and `charrnn train FILE` on a CPU train the same model the same way.
-    from charrnn.cli import _configs
+    from charrnn.commands.train import _configs
 
     model_config, train_config = _configs("auto", {}, {"device": "cpu"})
     assert model_config == ModelConfig(vocab_size=model_config.vocab_size)
