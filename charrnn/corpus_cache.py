@@ -22,7 +22,6 @@ Joining and validation (also in the README):
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import glob
 import hashlib
@@ -42,6 +41,7 @@ from . import atomic
 from .data import encode, id_dtype, split
 from .errors import CharRNNError
 from .escapes import unescape
+from .text_decoder import SNIFF_BYTES, decoded_blocks, is_utf16_or_32, lookup
 from .vocab import Vocab
 
 CACHE_ENV = "CHARRNN_CACHE_DIR"
@@ -49,7 +49,6 @@ CACHE_FORMAT = 1
 DEFAULT_SEPARATOR = "\n\n"
 VAL_SPLITS = ("per-file", "end")
 BLOCK_BYTES = 4 << 20  # read size: bounds the preparation's working memory to a few tens of MB
-SNIFF_BYTES = 65536  # how much of a file the binary check looks at (as data.read_text does)
 LARGE_VALIDATION = 20_000_000  # characters of validation above which each evaluation takes minutes on a CPU
 _CODE_POINTS = 0x110000
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -158,12 +157,8 @@ def as_source(corpus: str | CorpusSource) -> CorpusSource:
 # Finding the files
 
 
-def _is_utf16_or_32(encoding: str) -> bool:
-    return encoding.lower().replace("-", "").replace("_", "").startswith(("utf16", "utf32"))
-
-
 def _looks_binary(path: Path, encoding: str) -> bool:
-    if _is_utf16_or_32(encoding):
+    if is_utf16_or_32(encoding):
         return False
     try:
         with open(path, "rb") as f:
@@ -277,21 +272,8 @@ def run_name(paths: Sequence[str | os.PathLike]) -> str:
 # Streaming reads
 
 
-def _code_points(path: Path, encoding: str, hasher: Any = None) -> Iterator[np.ndarray]:
-    """The code points of one file, block by block (uint8 for ASCII blocks, else uint32).
-
-    Same rules and messages as data.read_text: a leading BOM is dropped, NUL bytes mean binary,
-    undecodable bytes are reported with their offset. `hasher` gets the UTF-8 of the decoded text.
-    """
-    try:
-        codec = codecs.lookup(encoding).name
-    except LookupError:
-        raise CharRNNError(f"unknown encoding {encoding!r}") from None
-    bytewise = codec in ("utf-8", "ascii", "iso8859-1")  # an ASCII block is its own code points
-    decoder = codecs.getincrementaldecoder(codec)()
-    consumed = 0
-    total_chars = 0
-    first = True
+def _chunks(path: Path) -> Iterator[bytes]:
+    """A file's bytes, BLOCK_BYTES at a time."""
     try:
         f = open(path, "rb")
     except OSError as exc:
@@ -302,42 +284,26 @@ def _code_points(path: Path, encoding: str, hasher: Any = None) -> Iterator[np.n
                 block = f.read(BLOCK_BYTES)
             except OSError as exc:
                 raise CharRNNError(f"{path}: cannot read ({exc.strerror or exc})") from None
-            final = not block
-            if first:
-                if not block:
-                    raise CharRNNError(f"{path} is empty")
-                if b"\x00" in block[:SNIFF_BYTES] and not _is_utf16_or_32(encoding):
-                    raise CharRNNError(f"{path} looks like a binary file (it contains NUL bytes), not text; "
-                                       "if it is UTF-16 text, pass --encoding utf-16")
-                if codec == "utf-8" and block.startswith(codecs.BOM_UTF8):
-                    block = block[3:]
-                    consumed += 3
-            pending = decoder.getstate()[0] if bytewise else b""
-            if bytewise and not pending and block.isascii():
-                cps = np.frombuffer(block, dtype=np.uint8)
-                if hasher is not None:
-                    hasher.update(block)
-            else:
-                try:
-                    text = decoder.decode(block, final=final)
-                except UnicodeDecodeError as exc:
-                    hint = " (pass --encoding, e.g. --encoding latin-1)" if codec == "utf-8" else ""
-                    where = consumed - len(pending) + exc.start
-                    raise CharRNNError(f"{path} is not valid {encoding}: bad byte at offset {where}{hint}") from None
-                if first and text.startswith("\ufeff"):
-                    text = text[1:]  # a BOM is an encoding artefact, not a character of the corpus
-                if hasher is not None:  # UTF-8 input is its own UTF-8: hash the bytes, skip re-encoding
-                    hasher.update(block if codec == "utf-8" else text.encode("utf-8", "surrogatepass"))
-                cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-            first = False
-            consumed += len(block)
-            if len(cps):
-                total_chars += len(cps)
-                yield cps
-            if final:
-                break
-    if total_chars == 0:
-        raise CharRNNError(f"{path} is empty")
+            if not block:
+                return
+            yield block
+
+
+def _code_points(path: Path, encoding: str, hasher: Any = None) -> Iterator[np.ndarray]:
+    """The code points of one file, block by block (uint8 for ASCII blocks, else uint32).
+
+    Decoded by text_decoder, as data.read_text is: same rules, same messages. `hasher` gets the
+    UTF-8 of the decoded text.
+    """
+    for block in decoded_blocks(_chunks(path), path, encoding):
+        if hasher is not None:
+            hasher.update(block.utf8())
+        if block.text is None:  # ASCII: the bytes are the code points
+            cps = np.frombuffer(block.raw, dtype=np.uint8)
+        else:
+            cps = np.frombuffer(block.text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        if len(cps):
+            yield cps
 
 
 def _code_points_of(text: str) -> np.ndarray:
@@ -450,10 +416,7 @@ class CorpusFiles:
             raise CharRNNError("a corpus needs at least one file")
         if val_split not in VAL_SPLITS:
             raise CharRNNError(f"val_split must be one of {', '.join(VAL_SPLITS)}, got {val_split!r}")
-        try:
-            self.encoding = codecs.lookup(encoding).name
-        except LookupError:
-            raise CharRNNError(f"unknown encoding {encoding!r}") from None
+        self.encoding = lookup(encoding)
         self.files = [Path(f) for f in files]
         self.separator = separator
         self.val_split = val_split
