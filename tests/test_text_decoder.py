@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from charrnn import corpus_cache
+from charrnn import corpus_inputs
 from charrnn.corpus_cache import CorpusFiles, sha256_text
 from charrnn.data import read_text
 from charrnn.errors import CharRNNError
@@ -37,7 +37,7 @@ def _streamed(path, cache_dir, encoding="utf-8"):
     (b"caf\xe9 \x81", "ascii", "is not valid ascii: bad byte at offset 3"),  # the hint is for UTF-8 only
 ])
 def test_both_readers_refuse_bad_input_with_the_same_line(tmp_path, monkeypatch, raw, encoding, expected):
-    monkeypatch.setattr(corpus_cache, "BLOCK_BYTES", BLOCK)
+    monkeypatch.setattr(corpus_inputs, "BLOCK_BYTES", BLOCK)
     path = tmp_path / "t.txt"
     path.write_bytes(raw)
     with pytest.raises(CharRNNError) as whole:
@@ -58,7 +58,7 @@ def test_both_readers_refuse_bad_input_with_the_same_line(tmp_path, monkeypatch,
     ("no BOM, native order\n".encode("utf-16-le") * 1000, "utf-16"),  # as bytes.decode reads it
 ])
 def test_both_readers_read_good_input_to_the_same_text_and_hash(tmp_path, monkeypatch, raw, encoding):
-    monkeypatch.setattr(corpus_cache, "BLOCK_BYTES", BLOCK)
+    monkeypatch.setattr(corpus_inputs, "BLOCK_BYTES", BLOCK)
     path = tmp_path / "t.txt"
     path.write_bytes(raw)
     text = read_text(path, encoding=encoding)
