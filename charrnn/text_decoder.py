@@ -155,12 +155,14 @@ def decoded_blocks(chunks: Iterable[bytes], name: str | os.PathLike, encoding: s
     block per chunk. `name` is how messages name the input; `encoding` is named in them as given."""
     decoding = _Decoding(name, encoding)
     held: list[bytes] | None = []  # the first SNIFF_BYTES, gathered: the NUL check comes before any decoding
+    held_bytes = 0
     for chunk in chunks:
         if not chunk:
             continue
         if held is not None:
             held.append(chunk)
-            if sum(map(len, held)) < SNIFF_BYTES:
+            held_bytes += len(chunk)
+            if held_bytes < SNIFF_BYTES:
                 continue
             chunk, held = b"".join(held) if len(held) > 1 else held[0], None
         block = decoding.feed(chunk)
