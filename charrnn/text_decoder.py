@@ -128,8 +128,9 @@ class _Decoding:
         except UnicodeDecodeError as exc:
             raise self._bad_byte(self.offset - len(pending) + exc.start) from None
 
-    def finish(self) -> DecodedBlock | None:
-        block = self._decode(self.lead) if self.lead else None  # an input shorter than a BOM
+    def finish(self) -> list[DecodedBlock]:
+        """The input's last blocks, if any: a UTF-8 input shorter than a BOM, then what the decoder held."""
+        blocks = [self._decode(self.lead)] if self.lead else []
         if self.decoder is not None:
             pending = self.decoder.getstate()[0]
             try:
@@ -140,10 +141,10 @@ class _Decoding:
                 if self.bom_pending and text[0] == "\ufeff":
                     text = text[1:]
                 self.chars += len(text)
-                block = DecodedBlock(b"", text, self.codec)
+                blocks.append(DecodedBlock(b"", text, self.codec))
         if self.chars == 0:
             raise CharRNNError(f"{self.name} is empty")
-        return block
+        return [b for b in blocks if b is not None]
 
     def _bad_byte(self, offset: int) -> CharRNNError:
         hint = " (pass --encoding, e.g. --encoding latin-1)" if self.codec == "utf-8" else ""
@@ -172,9 +173,7 @@ def decoded_blocks(chunks: Iterable[bytes], name: str | os.PathLike, encoding: s
         block = decoding.feed(b"".join(held))
         if block is not None:
             yield block
-    block = decoding.finish()
-    if block is not None:
-        yield block
+    yield from decoding.finish()
 
 
 def decode_bytes(raw: bytes, name: str | os.PathLike, encoding: str) -> str:
