@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .corpus_cache import LAST_USE_FILE, default_cache_dir, entry_lock, in_use_lock
+from .cache_entry import LAST_USE_FILE, default_cache_dir, entry_lock, in_use_lock
 from .errors import CharRNNError
 
 

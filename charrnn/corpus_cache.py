@@ -8,6 +8,10 @@ exists as a Python string and memory stays near the id file's size. The cache en
 the files and joining options, checked by size + mtime, re-hashed when those change, and rebuilt
 only when the content did. Concurrent builders (several ranks, several runs) take a file lock.
 
+Its parts: `corpus_inputs` finds the files and reads them as code points (through `text_decoder`,
+the one decoder, which data.read_text uses too); `cache_entry` locks an entry's folder and keeps
+its records. Their public names are importable from here as before.
+
 `EncodedCorpus` is what the trainer consumes: vocabulary + train/val id arrays + a little info for
 the run's metadata. Build one from text (`from_text`) or from ids you already have (`from_ids`).
 
@@ -22,16 +26,14 @@ Joining and validation (also in the README):
 
 from __future__ import annotations
 
-import codecs
 import contextlib
-import glob
 import hashlib
 import json
 import os
 import re
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,30 +41,42 @@ from typing import Any, Protocol
 import numpy as np
 
 from . import atomic
+from .cache_entry import (
+    CACHE_ENV,
+    CACHE_FORMAT,
+    IN_USE_FILE,
+    LAST_USE_FILE,
+    LOCK_FILE,
+    close_quietly,
+    default_cache_dir,
+    entry_lock,
+    in_use_lock,
+    read_record,
+    removed_if_refused,
+    write_record,
+)
+from .corpus_inputs import BLOCK_BYTES, code_points, code_points_of, resolve_inputs, run_name  # (set BLOCK_BYTES there)
 from .data import encode, id_dtype, split
 from .errors import CharRNNError
 from .escapes import unescape
+from .text_decoder import lookup
 from .vocab import Vocab
 
-CACHE_ENV = "CHARRNN_CACHE_DIR"
-CACHE_FORMAT = 1
+# Names that lived here before the cache's folders (cache_entry) and the finding and reading of
+# files (corpus_inputs) became modules of their own: still importable from here.
+__all__ = [
+    "BLOCK_BYTES", "CACHE_ENV", "CACHE_FORMAT", "DEFAULT_SEPARATOR", "IN_USE_FILE", "LARGE_VALIDATION",
+    "LAST_USE_FILE", "LOCK_FILE", "VAL_SPLITS", "CorpusFiles", "CorpusSource", "EncodedCorpus", "as_source",
+    "default_cache_dir", "entry_lock", "in_use_lock", "parse_separator", "resolve_inputs", "run_name",
+    "sha256_text",
+]
+
 DEFAULT_SEPARATOR = "\n\n"
 VAL_SPLITS = ("per-file", "end")
-BLOCK_BYTES = 4 << 20  # read size: bounds the preparation's working memory to a few tens of MB
-SNIFF_BYTES = 65536  # how much of a file the binary check looks at (as data.read_text does)
 LARGE_VALIDATION = 20_000_000  # characters of validation above which each evaluation takes minutes on a CPU
 _CODE_POINTS = 0x110000
-_GLOB_CHARS = re.compile(r"[*?\[]")
 
 Log = Callable[[dict[str, Any]], None]
-
-
-def default_cache_dir() -> Path:
-    """$CHARRNN_CACHE_DIR, else $XDG_CACHE_HOME/charrnn, else ~/.cache/charrnn."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "charrnn"
 
 
 def parse_separator(text: str) -> str:
@@ -155,97 +169,7 @@ def as_source(corpus: str | CorpusSource) -> CorpusSource:
 
 
 # ------------------------------------------------------------------------------------------------
-# Finding the files
-
-
-def _is_utf16_or_32(encoding: str) -> bool:
-    return encoding.lower().replace("-", "").replace("_", "").startswith(("utf16", "utf32"))
-
-
-def _looks_binary(path: Path, encoding: str) -> bool:
-    if _is_utf16_or_32(encoding):
-        return False
-    try:
-        with open(path, "rb") as f:
-            return b"\x00" in f.read(SNIFF_BYTES)
-    except OSError:
-        return False  # the read proper will report it
-
-
-def _sort_found(paths: list[Path], encoding: str, files: list[Path], skipped: list[Path]) -> None:
-    """Files found (not named): hidden and empty ones are passed over, binary-looking ones skipped."""
-    for path in paths:
-        if path.name.startswith(".") or not path.is_file():
-            continue
-        try:
-            if path.stat().st_size == 0:
-                continue
-        except OSError:
-            continue
-        (skipped if _looks_binary(path, encoding) else files).append(path)
-
-
-def _walk(root: Path, encoding: str) -> tuple[list[Path], list[Path]]:
-    """Text files below `root` in sorted path order, and the binary-looking ones skipped."""
-    files: list[Path] = []
-    skipped: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        _sort_found([Path(dirpath) / name for name in sorted(filenames)], encoding, files, skipped)
-    return files, skipped
-
-
-def resolve_inputs(paths: Sequence[str | os.PathLike], encoding: str = "utf-8") -> tuple[list[Path], list[Path]]:
-    """Files and directories and globs -> (text files in order, binary files skipped in directories).
-
-    Files named explicitly are kept as given (their problems are reported when read); directories
-    are walked and globs (when no file has that literal name) expanded, in sorted order, passing over
-    hidden and empty files and skipping binary-looking ones.
-    """
-    if not paths:
-        raise CharRNNError("give at least one text file, directory or glob")
-    files: list[Path] = []
-    skipped: list[Path] = []
-    for raw in paths:
-        if not str(raw).strip():  # Path("") is the current folder: never train on that by accident
-            raise CharRNNError("an empty path was given as TEXT; name a text file, directory or glob")
-        path = Path(raw)
-        if path.is_dir():
-            found, skip = _walk(path, encoding)
-            if not found:
-                raise CharRNNError(f"{path} is a directory with no text files in it")
-            files += found
-            skipped += skip
-        elif path.exists():
-            if not path.is_file():  # a pipe (<(...)), FIFO or device: no size, and it can be read only once
-                raise CharRNNError(f"{path} is not a regular file (a pipe or a device); training reads its corpus "
-                                   "more than once, so save the text to a file first")
-            files.append(path)
-        elif _GLOB_CHARS.search(str(raw)):
-            matches = sorted(glob.glob(str(raw), recursive=True))
-            if not matches:
-                raise CharRNNError(f"{raw}: no files match")
-            for match in map(Path, matches):
-                if match.is_dir():
-                    found, skip = _walk(match, encoding)
-                    files += found
-                    skipped += skip
-                else:
-                    _sort_found([match], encoding, files, skipped)
-        else:
-            from .corpora import hint_for_missing
-
-            raise CharRNNError(f"{path}: no such file{hint_for_missing(path)}")
-    seen: set[Path] = set()
-    unique = []
-    for f in files:  # a file named twice (a directory and a glob over it) is read once
-        key = f.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(f)
-    if not unique:
-        raise CharRNNError(f"no text files in {', '.join(map(str, paths))}")
-    return unique, skipped
+# The files of a corpus, encoded once into a cached id file
 
 
 def _stat_key(path: Path) -> list[int]:
@@ -265,174 +189,6 @@ def _ids_in_range(path: Path, dtype: np.dtype, vocab_size: int) -> bool:
     return all(int(ids[i : i + step].max()) < vocab_size for i in range(0, len(ids), step))
 
 
-def run_name(paths: Sequence[str | os.PathLike]) -> str:
-    """A name for the run folder: the file's stem, the directory's name, or a glob's folder."""
-    first = str(paths[0]).rstrip("/\\")
-    if _GLOB_CHARS.search(first) and not Path(first).exists():
-        first = str(Path(first).parent)
-    return Path(first).stem or Path(first).resolve().name or "run"
-
-
-# ------------------------------------------------------------------------------------------------
-# Streaming reads
-
-
-def _code_points(path: Path, encoding: str, hasher: Any = None) -> Iterator[np.ndarray]:
-    """The code points of one file, block by block (uint8 for ASCII blocks, else uint32).
-
-    Same rules and messages as data.read_text: a leading BOM is dropped, NUL bytes mean binary,
-    undecodable bytes are reported with their offset. `hasher` gets the UTF-8 of the decoded text.
-    """
-    try:
-        codec = codecs.lookup(encoding).name
-    except LookupError:
-        raise CharRNNError(f"unknown encoding {encoding!r}") from None
-    bytewise = codec in ("utf-8", "ascii", "iso8859-1")  # an ASCII block is its own code points
-    decoder = codecs.getincrementaldecoder(codec)()
-    consumed = 0
-    total_chars = 0
-    first = True
-    try:
-        f = open(path, "rb")
-    except OSError as exc:
-        raise CharRNNError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    with f:
-        while True:
-            try:
-                block = f.read(BLOCK_BYTES)
-            except OSError as exc:
-                raise CharRNNError(f"{path}: cannot read ({exc.strerror or exc})") from None
-            final = not block
-            if first:
-                if not block:
-                    raise CharRNNError(f"{path} is empty")
-                if b"\x00" in block[:SNIFF_BYTES] and not _is_utf16_or_32(encoding):
-                    raise CharRNNError(f"{path} looks like a binary file (it contains NUL bytes), not text; "
-                                       "if it is UTF-16 text, pass --encoding utf-16")
-                if codec == "utf-8" and block.startswith(codecs.BOM_UTF8):
-                    block = block[3:]
-                    consumed += 3
-            pending = decoder.getstate()[0] if bytewise else b""
-            if bytewise and not pending and block.isascii():
-                cps = np.frombuffer(block, dtype=np.uint8)
-                if hasher is not None:
-                    hasher.update(block)
-            else:
-                try:
-                    text = decoder.decode(block, final=final)
-                except UnicodeDecodeError as exc:
-                    hint = " (pass --encoding, e.g. --encoding latin-1)" if codec == "utf-8" else ""
-                    where = consumed - len(pending) + exc.start
-                    raise CharRNNError(f"{path} is not valid {encoding}: bad byte at offset {where}{hint}") from None
-                if first and text.startswith("\ufeff"):
-                    text = text[1:]  # a BOM is an encoding artefact, not a character of the corpus
-                if hasher is not None:  # UTF-8 input is its own UTF-8: hash the bytes, skip re-encoding
-                    hasher.update(block if codec == "utf-8" else text.encode("utf-8", "surrogatepass"))
-                cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-            first = False
-            consumed += len(block)
-            if len(cps):
-                total_chars += len(cps)
-                yield cps
-            if final:
-                break
-    if total_chars == 0:
-        raise CharRNNError(f"{path} is empty")
-
-
-def _code_points_of(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-
-
-# ------------------------------------------------------------------------------------------------
-# The cache
-
-
-LOCK_FILE = ".lock"  # held (exclusively) while an entry is checked, built or removed
-IN_USE_FILE = ".in-use.db"  # held shared by every run training on the entry; `cache clear` needs it alone
-LAST_USE_FILE = "last-use"  # touched at every load: `charrnn cache list` shows when
-
-
-def _cache_folder_error(folder: Path, exc: OSError) -> CharRNNError:
-    return CharRNNError(f"cannot use the corpus cache folder {folder}: {exc.strerror or exc}; "
-                        f"choose another with --cache-dir or ${CACHE_ENV}")
-
-
-@contextlib.contextmanager
-def entry_lock(folder: Path, timeout: float = -1) -> Iterator[None]:
-    """One builder (or remover) per cache entry at a time: ranks of one run, several runs, `cache clear`.
-
-    filelock's lock: flock on POSIX, msvcrt on Windows (the hand-written one was a no-op there).
-    `timeout` < 0 waits as long as it takes; a lock not had in time raises filelock.Timeout.
-    """
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(folder / LOCK_FILE, timeout=timeout, is_singleton=False, thread_local=False)
-    for attempt in range(3):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            lock.acquire()
-            break
-        except Timeout:  # (a TimeoutError, so an OSError: let it through as itself)
-            raise
-        except FileNotFoundError as exc:  # `cache clear` removed the folder under us: make it again
-            if attempt == 2:
-                raise _cache_folder_error(folder, exc) from None
-        except OSError as exc:
-            raise _cache_folder_error(folder, exc) from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def in_use_lock(folder: Path) -> Any:
-    """The entry's reader/writer lock: runs hold it shared for as long as they train on the entry's
-    id file; `cache clear` takes it exclusively (without waiting) before removing anything."""
-    from filelock import ReadWriteLock
-
-    return ReadWriteLock(folder / IN_USE_FILE, is_singleton=False, blocking=False)
-
-
-def _close_quietly(lock: Any) -> None:
-    """Release and close a lock; one already gone (its folder removed, the process ending) is fine."""
-    with contextlib.suppress(Exception):
-        lock.close()
-
-
-@contextlib.contextmanager
-def _removed_if_refused(folder: Path) -> Iterator[None]:
-    """A cache entry made for files that are then refused (binary, empty, not UTF-8, ...) holds
-    nothing but its lock: remove it, so rejected inputs leave no orphan folders in the cache."""
-    new = not folder.exists()
-    try:
-        yield
-    except BaseException:
-        if new:
-            with contextlib.suppress(OSError):
-                if all(p.name in (LOCK_FILE, LAST_USE_FILE) or p.name.startswith(IN_USE_FILE) or p.name.endswith(".lock")
-                       for p in folder.iterdir()):
-                    for p in folder.iterdir():
-                        p.unlink()
-                    folder.rmdir()
-        raise
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    text = json.dumps(data, ensure_ascii=False)
-    try:
-        atomic.atomic_write(path, lambda f: f.write(text), mode="w")
-    except OSError as exc:
-        raise CharRNNError(f"could not write {path}: {exc.strerror or exc}; choose a cache folder with room "
-                           f"with --cache-dir or ${CACHE_ENV}") from None
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) and data.get("format") == CACHE_FORMAT else None
 
 
 class CorpusFiles:
@@ -450,10 +206,7 @@ class CorpusFiles:
             raise CharRNNError("a corpus needs at least one file")
         if val_split not in VAL_SPLITS:
             raise CharRNNError(f"val_split must be one of {', '.join(VAL_SPLITS)}, got {val_split!r}")
-        try:
-            self.encoding = codecs.lookup(encoding).name
-        except LookupError:
-            raise CharRNNError(f"unknown encoding {encoding!r}") from None
+        self.encoding = lookup(encoding)
         self.files = [Path(f) for f in files]
         self.separator = separator
         self.val_split = val_split
@@ -506,12 +259,12 @@ class CorpusFiles:
             if i and self.separator:
                 hasher.update(sep_utf8)
             n = 0
-            for cps in _code_points(path, self.encoding, hasher):
+            for cps in code_points(path, self.encoding, hasher):
                 seen[cps] = True
                 n += len(cps)
             file_chars.append(n)
         if len(self.files) > 1 and self.separator:
-            seen[_code_points_of(self.separator)] = True
+            seen[code_points_of(self.separator)] = True
         chars = [chr(c) for c in np.flatnonzero(seen)]  # sorted by code point, as Vocab.from_text
         total = sum(file_chars) + len(self.separator) * (len(self.files) - 1)
         return {"format": CACHE_FORMAT, "files": fingerprint, "file_chars": file_chars, "chars": total,
@@ -521,7 +274,7 @@ class CorpusFiles:
         """Pass 1, unless the cache's record still matches the files' sizes and mtimes."""
         entry = self.entry
         fingerprint = self._fingerprint()
-        old = _read_json(entry / "stats.json")
+        old = read_record(entry / "stats.json")
         if old is not None and old.get("files") == fingerprint:
             self.last_status = "reused"
             return old
@@ -533,7 +286,7 @@ class CorpusFiles:
             for stale in entry.glob("ids-*"):
                 stale.unlink(missing_ok=True)
             self.last_status = "built"
-        _write_json(entry / "stats.json", new)
+        write_record(entry / "stats.json", new)
         self.log({"event": "corpus", "message": f"read {len(self.files)} file(s): {new['chars']:,} characters, "
                   f"vocabulary {len(new['vocab'])}, in {time.perf_counter() - t0:.1f}s"})
         return new
@@ -541,7 +294,7 @@ class CorpusFiles:
     def stats(self) -> dict[str, Any]:
         """Characters per file, vocabulary and content hash (from the cache when it is current)."""
         if self._stats is None:
-            with _removed_if_refused(self.entry), entry_lock(self.entry):
+            with removed_if_refused(self.entry), entry_lock(self.entry):
                 self._stats = self._current_stats()
         return self._stats
 
@@ -564,14 +317,14 @@ class CorpusFiles:
                       f"({exc}); `charrnn cache clear` could remove it while this run trains"})
             return
         self._in_use = lock
-        self._in_use_finalizer = weakref.finalize(self, _close_quietly, lock)  # on garbage collection or exit
+        self._in_use_finalizer = weakref.finalize(self, close_quietly, lock)  # on garbage collection or exit
 
     def release(self) -> None:
         """Let `charrnn cache clear` remove this corpus's entry again (also on garbage collection or exit)."""
         lock, self._in_use = self._in_use, None
         if lock is not None:
             self._in_use_finalizer.detach()
-            _close_quietly(lock)
+            close_quietly(lock)
 
     # ----- pass 2: the id file -------------------------------------------------------------------
     def _layout(self, stats: dict[str, Any], val_frac: float) -> tuple[list[int], int, int]:
@@ -597,7 +350,7 @@ class CorpusFiles:
         dtype = id_dtype(len(vocab))
         lut = np.zeros(_CODE_POINTS, dtype=dtype)
         lut[np.array([ord(c) for c in vocab.chars], dtype=np.int64)] = np.arange(len(vocab), dtype=dtype)
-        sep_ids = lut[_code_points_of(self.separator)] if self.separator else lut[:0]
+        sep_ids = lut[code_points_of(self.separator)] if self.separator else lut[:0]
         try:
             with atomic.replacing(path) as tmp, open(tmp, "r+b") as train_out, open(tmp, "r+b") as val_out:
                 train_out.truncate((n_train + n_val) * dtype.itemsize)
@@ -608,7 +361,7 @@ class CorpusFiles:
                     head = heads[i] if heads else None  # None: "end", the joined text in order
                     started: set[str] = set()
                     pos = 0
-                    for cps in _code_points(file, self.encoding):
+                    for cps in code_points(file, self.encoding):
                         ids = lut[cps]
                         cut = len(ids) if head is None else min(max(head - pos, 0), len(ids))
                         pos += len(ids)
@@ -636,7 +389,7 @@ class CorpusFiles:
         if not 0.0 <= val_frac < 1.0:
             raise CharRNNError(f"val_frac must be in (0, 1), got {val_frac}")
         entry = self.entry
-        with _removed_if_refused(entry), entry_lock(entry):
+        with removed_if_refused(entry), entry_lock(entry):
             self._hold_in_use(entry)
             stats = self._stats = self._current_stats()
             vocab = vocab or Vocab(stats["vocab"])
@@ -648,12 +401,12 @@ class CorpusFiles:
             bin_path, meta_path = entry / f"{stem}.bin", entry / f"{stem}.json"
             dtype = id_dtype(len(vocab))
             heads, n_train, n_val = self._layout(stats, val_frac)
-            meta = _read_json(meta_path)
+            meta = read_record(meta_path)
             fresh = (meta is not None and meta.get("sha256") == stats["sha256"] and bin_path.is_file()
                      and bin_path.stat().st_size == (n_train + n_val) * dtype.itemsize)
             if fresh and meta.get("id_file_stat") != _stat_key(bin_path):  # changed since it was written
                 if _ids_in_range(bin_path, dtype, len(vocab)):
-                    _write_json(meta_path, {**meta, "id_file_stat": _stat_key(bin_path)})
+                    write_record(meta_path, {**meta, "id_file_stat": _stat_key(bin_path)})
                 else:
                     self.log({"event": "warning", "message": f"the cached ids in {bin_path} are damaged; "
                               "encoding the corpus again"})
@@ -661,7 +414,7 @@ class CorpusFiles:
             if not fresh:
                 t0 = time.perf_counter()
                 self._write_ids(bin_path, vocab, heads, n_train, n_val)
-                _write_json(meta_path, {"format": CACHE_FORMAT, "sha256": stats["sha256"], "dtype": dtype.name,
+                write_record(meta_path, {"format": CACHE_FORMAT, "sha256": stats["sha256"], "dtype": dtype.name,
                                         "n_train": n_train, "n_val": n_val, "val_frac": val_frac,
                                         "val_split": self.val_split, "vocab": vocab.chars,
                                         "id_file_stat": _stat_key(bin_path)})

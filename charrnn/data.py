@@ -16,6 +16,7 @@ import torch
 
 from .errors import CharRNNError
 from .runtime import derived_seed
+from .text_decoder import decode_bytes
 from .vocab import Vocab
 
 MAX_STREAM_BYTES = 256 << 20  # what read_text takes from a pipe or a device
@@ -29,14 +30,15 @@ def is_stdin(path: str | os.PathLike | None) -> bool:
 
 
 def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
-    """Read a whole corpus, turning every way it can be unusable into one clear CharRNNError.
+    """Read a whole corpus, turning every way it can be unusable into one clear CharRNNError
+    (the decoding rules are text_decoder's, which the corpus cache streams by too).
 
     "-" reads standard input, bounded like any pipe (at most MAX_STREAM_BYTES)."""
     if is_stdin(path):
         stdin = getattr(sys.stdin, "buffer", None)  # None: no standard input at all, or one without bytes
         if stdin is None:
             raise CharRNNError(f"{STDIN_NAME}: there is no standard input to read")
-        return _decode(_read_stream(stdin, STDIN_NAME), STDIN_NAME, encoding)
+        return decode_bytes(_read_stream(stdin, STDIN_NAME), STDIN_NAME, encoding)
     path = Path(path)
     if not path.exists():
         from .corpora import hint_for_missing
@@ -52,7 +54,7 @@ def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
                 raw = _read_stream(f, path)
     except OSError as exc:
         raise CharRNNError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return _decode(raw, path, encoding)
+    return decode_bytes(raw, path, encoding)
 
 
 def _read_stream(stream: BinaryIO, name: str | os.PathLike) -> bytes:
@@ -66,28 +68,6 @@ def _read_stream(stream: BinaryIO, name: str | os.PathLike) -> bytes:
         raise CharRNNError(f"{name} is a pipe or a device that gives more than {MAX_STREAM_BYTES >> 20} MiB; "
                            "save the text to a file first")
     return raw
-
-
-def _decode(raw: bytes, path: str | os.PathLike, encoding: str) -> str:
-    if not raw:
-        raise CharRNNError(f"{path} is empty")
-    if b"\x00" in raw[:65536] and not encoding.lower().replace("-", "").replace("_", "").startswith(("utf16", "utf32")):
-        raise CharRNNError(f"{path} looks like a binary file (it contains NUL bytes), not text; "
-                           "if it is UTF-16 text, pass --encoding utf-16")
-    try:
-        text = raw.decode(encoding)
-    except LookupError:
-        raise CharRNNError(f"unknown encoding {encoding!r}") from None
-    except UnicodeDecodeError as exc:
-        hint = " (pass --encoding, e.g. --encoding latin-1)" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else ""
-        raise CharRNNError(
-            f"{path} is not valid {encoding}: bad byte at offset {exc.start}{hint}"
-        ) from None
-    if text.startswith("\ufeff"):
-        text = text[1:]  # a BOM is an encoding artefact, not a character of the corpus
-    if not text:
-        raise CharRNNError(f"{path} is empty")
-    return text
 
 
 def id_dtype(vocab_size: int) -> np.dtype:

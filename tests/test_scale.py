@@ -234,11 +234,11 @@ def test_ids_you_already_have(tmp_path):
     ("utf-16", "wide 中文 text\n".encode("utf-16") * 1),
 ])
 def test_streaming_reads_agree_with_read_text_across_block_boundaries(tmp_path, monkeypatch, encoding, raw):
-    from charrnn import corpus_cache
+    from charrnn import corpus_inputs
     from charrnn.corpus_cache import sha256_text
     from charrnn.data import read_text
 
-    monkeypatch.setattr(corpus_cache, "BLOCK_BYTES", 5)  # every multi-byte character straddles a block edge
+    monkeypatch.setattr(corpus_inputs, "BLOCK_BYTES", 5)  # every multi-byte character straddles a block edge
     path = tmp_path / "t.txt"
     path.write_bytes(raw)
     text = read_text(path, encoding=encoding)
