@@ -50,10 +50,22 @@ def set_value(driver, element_id, value, event="input"):
         "e.dispatchEvent(new Event(arguments[2], {bubbles: true}));", element_id, str(value), event)
 
 
-def test_pick_a_run_generate_hover_stop_and_see_a_bad_value(runs_dir, tmp_path):
+def test_pick_a_run_generate_hover_stop_and_see_a_bad_value(runs_dir, tmp_path, monkeypatch):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
+    from charrnn.serve.scheduler import ModelWorker
+
+    # Each generation step takes at least 2 ms here, so the 20,000-character stream below lasts 40 s
+    # whatever the machine's speed: Stop, clicked once 40 characters have arrived, always lands
+    # mid-stream (on a quiet machine the tiny model used to finish before the click).
+    real_step = ModelWorker._step
+
+    def paced_step(self):
+        time.sleep(0.002)
+        return real_step(self)
+
+    monkeypatch.setattr(ModelWorker, "_step", paced_step)
     with playground_server(runs_dir) as url, chrome() as driver:
         driver.get(url + "/")
         by_id = lambda i: driver.find_element(By.ID, i)  # noqa: E731
