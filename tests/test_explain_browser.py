@@ -6,11 +6,9 @@ Needs chromium, chromium-driver and selenium (scripts/setup.sh installs them); s
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
+from browser import chrome
 
 from charrnn import explain as ex
 from charrnn.config import ModelConfig
@@ -18,29 +16,11 @@ from charrnn.explain_page import write_explanation
 from charrnn.model import CharRNN
 from charrnn.vocab import Vocab
 
-webdriver = pytest.importorskip("selenium.webdriver")
-CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM.exists() and DRIVER.exists()),
-                                reason="chromium and chromium-driver are not installed (scripts/setup.sh installs them)")
-
 
 @pytest.fixture
-def browser(tmp_path):
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ["SE_AVOID_STATS"] = "true"  # no usage statistics from Selenium Manager
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-                "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
-    try:
+def browser():
+    with chrome() as driver:  # the playground tests' headless Chromium (tests/browser.py); skipped without one
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_a_100k_character_page_renders_and_hovering_shows_the_top_k(tmp_path, browser):
