@@ -73,7 +73,7 @@ def trainer_run(text: str, model_cfg: ModelConfig, train_cfg: TrainConfig, steps
     trainer = Trainer(text, run_dir, model_cfg, train_cfg.replace(max_steps=warm))
     trainer.run()  # warm-up, with its own evaluation and save, not timed
     trainer.cfg = train_cfg.replace(max_steps=warm + steps)
-    trainer.history = {k: [] for k in trainer.history}  # the timed part evaluates on its own schedule
+    trainer.record.history = {k: [] for k in trainer.record.history}  # the timed part evaluates on its own schedule
     start = time.perf_counter()
     result = trainer.run()
     elapsed = time.perf_counter() - start

@@ -58,9 +58,7 @@ def meta(trainer: Trainer) -> dict[str, Any]:
         "step": trainer.step,
         "epoch": trainer.epoch_float(),
         "elapsed": trainer.clock.elapsed,
-        "best_val_loss": trainer.best_val_loss,
-        "best_step": trainer.best_step,
-        "history": trainer.history,
+        **trainer.record.to_meta(),
         "created": trainer.created,
         "updated": now_iso(),
         **trainer.extra_meta,
@@ -90,8 +88,7 @@ def train_state(trainer: Trainer) -> dict[str, Any]:
         "index": trainer.index,
         "hidden": hidden,
         "ema": None if average is None else [t.cpu() for t in average.tensors()],
-        "bad_evals": trainer.bad_evals,
-        "first_loss": trainer.first_loss,
+        **trainer.record.to_state(),
         **dist.rank_states(rng_state(trainer.device)),
     }
 
@@ -124,12 +121,8 @@ def restore(trainer: Trainer, ckpt: checkpoint.Checkpoint) -> None:
             trainer.average.load([t.to(trainer.device) for t in saved])
         else:
             trainer.average.restart(trainer.model)
-    trainer.bad_evals = int(state.get("bad_evals", 0))
-    trainer.first_loss = state.get("first_loss")
+    trainer.record.restore(meta, state)
     trainer.clock.elapsed = float(meta.get("elapsed", 0.0))
-    trainer.history = {k: list(v) for k, v in meta.get("history", trainer.history).items()}
-    trainer.best_val_loss = meta.get("best_val_loss")
-    trainer.best_step = meta.get("best_step")
     trainer.created = meta.get("created", trainer.created)
     starts = meta.get("starts")  # where earlier sessions began (the loss plot marks them); plain data
     if isinstance(starts, list):

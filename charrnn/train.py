@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint, run_state
-from .advice import divergence_hint, kept_checkpoint
 from .averaging import WeightAverage
 from .clock import RunClock, StopSignal, lr_at, resumed_limits
 from .config import ModelConfig, TrainConfig
@@ -29,6 +28,7 @@ from .corpus_cache import CorpusSource, as_source
 from .data import to_long
 from .distributed import Distributed
 from .errors import CharRNNError
+from .eval_record import EvalRecord
 from .model import CharRNN, Hidden, detach_hidden
 from .runtime import autocast, derived_seed, release_free_memory, resolve_precision, seed_everything
 from .threads import StepTuner
@@ -41,7 +41,6 @@ __all__ = ["StepResult", "TrainResult", "Trainer", "evaluate", "fine_tune", "lr_
            "val_streams"]
 
 LOG2E = 1.0 / math.log(2.0)
-EXPLODE_FACTOR = 3.0  # char-rnn's guard: a loss this many times the first one means divergence
 # Before an evaluation has been timed, the final one's cost is estimated (Trainer.estimate_eval_cost)
 # from a probe of this many validation columns, plus the listeners' rehearsal and the checkpoint writes.
 EVAL_PROBE_COLUMNS = 256  # one chunk of `evaluate`: representative, and cheap however big validation is
@@ -150,11 +149,7 @@ class Trainer:
         self.epoch = 0
         self.index = 0  # next window within the epoch
         self.hidden: Hidden | None = None
-        self.history: dict[str, list] = {"step": [], "epoch": [], "time": [], "train_loss": [], "val_loss": [], "lr": []}
-        self.best_val_loss: float | None = None
-        self.best_step: int | None = None
-        self.bad_evals = 0
-        self.first_loss: float | None = None
+        self.record = EvalRecord()  # the evaluations so far, the best one, patience, the divergence guard
         self.last_step: StepResult | None = None
         self.created = run_state.now_iso()
         self.restored = False  # True once `restore` continued a saved run
@@ -211,46 +206,26 @@ class Trainer:
         # Under torchrun: the whole global batch's loss.
         return StepResult(self.dist.mean(loss.item()), lr, float(grad_norm))
 
-    def _check_loss(self, loss: float) -> None:
-        if self.first_loss is None:
-            self.first_loss = loss
-        bad = not math.isfinite(loss)
-        if bad or loss > EXPLODE_FACTOR * self.first_loss:
-            where = kept_checkpoint(self.run_dir)
-            what = f"became {loss}" if bad else f"exploded to {loss:.3f} (first loss {self.first_loss:.3f})"
-            raise CharRNNError(f"training loss {what} at step {self.step}; {divergence_hint(self.cfg)}{where}")
-
     # ----- evaluation --------------------------------------------------------------------------
     def evaluate_and_save(self, train_loss: float | None) -> bool:
         """Full validation pass; keep the best checkpoint. Returns True if patience ran out."""
         for listener in self.listeners:
             listener.before_eval(self)
         val_loss = self.dist.evaluate(evaluate, self.eval_model, self.val, self.device, self.precision)
-        if not math.isfinite(val_loss):  # the last update broke the weights: never save them
-            raise CharRNNError(f"validation loss became {val_loss} at step {self.step}; "
-                               f"{divergence_hint(self.cfg)}{kept_checkpoint(self.run_dir)}")
-        h = self.history
-        h["step"].append(self.step)
-        h["epoch"].append(round(self.epoch_float(), 4))
-        h["time"].append(round(self.clock.elapsed, 2))
-        h["train_loss"].append(checkpoint.finite_or_none(train_loss))
-        h["val_loss"].append(checkpoint.finite_or_none(val_loss))
-        h["lr"].append(self.cfg.lr if self.last_step is None else self.last_step.lr)
-        improved = self.best_val_loss is None or val_loss < self.best_val_loss
-        if improved:
-            self.best_val_loss, self.best_step, self.bad_evals = val_loss, self.step, 0
-            if self.dist.is_main:
-                checkpoint.save(self.run_dir / checkpoint.BEST, self.eval_model, run_state.meta(self))
-        else:
-            self.bad_evals += 1
+        self.record.check_validation_loss(val_loss, self.step, self.cfg, self.run_dir)
+        improved = self.record.add(step=self.step, epoch=self.epoch_float(), elapsed=self.clock.elapsed,
+                                   train_loss=train_loss, val_loss=val_loss,
+                                   lr=self.cfg.lr if self.last_step is None else self.last_step.lr)
+        if improved and self.dist.is_main:
+            checkpoint.save(self.run_dir / checkpoint.BEST, self.eval_model, run_state.meta(self))
         self.save_last()  # the training weights (the average rides in its training state)
         event = {"event": "eval", "step": self.step, "val_loss": val_loss, "val_bits": val_loss * LOG2E,
-                 "train_loss": train_loss, "best_val_loss": self.best_val_loss, "improved": improved}
+                 "train_loss": train_loss, "best_val_loss": self.record.best_val_loss, "improved": improved}
         for listener in self.listeners:
             listener.on_eval(self, event)
         self.log(event)
         release_free_memory()
-        return self.cfg.patience is not None and self.bad_evals >= self.cfg.patience
+        return self.record.patience_out(self.cfg.patience)
 
     # ----- the loop ----------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -266,13 +241,7 @@ class Trainer:
             checkpoint.remove_stale_temp_files(self.run_dir)  # half-written files of a killed run
         self.model.train()
         self.threads = StepTuner(on_cpu=self.device.type == "cpu")  # the thread count, re-checked while training
-        self.log({"event": "start", "run_dir": str(self.run_dir), "device": str(self.device),
-                  "precision": self.precision, "params": sum(p.numel() for p in self.model.parameters()),
-                  "model_config": self.model_config.to_dict(), "train_config": self.cfg.to_dict(),
-                  "vocab_size": len(self.vocab), "windows_per_epoch": self.batcher.windows_per_epoch,
-                  "resumed_at": self.step, "resumed": self.restored, "elapsed": self.clock.elapsed,
-                  "world_size": self.dist.world_size, "threads": self.threads.current,
-                  "threads_auto": self.threads.active})
+        self.log(start_event(self))
         failed = True
         try:
             for listener in self.listeners:
@@ -284,11 +253,12 @@ class Trainer:
                 listener.on_end(self, failed)
             if failed and self.dist.is_main:
                 run_state.remove_if_nothing_saved(self.run_dir, created)
+        record = self.record
         self.log({"event": "end", "reason": reason, "step": self.step, "elapsed": self.clock.elapsed,
-                  "best_val_loss": self.best_val_loss, "best_step": self.best_step,
+                  "best_val_loss": record.best_val_loss, "best_step": record.best_step,
                   "best_path": str(self.run_dir / checkpoint.BEST)})
-        return TrainResult(self.run_dir, self.best_val_loss, self.best_step, self.step, self.clock.elapsed,
-                           reason, self.history, self.cfg, self.model_config)
+        return TrainResult(self.run_dir, record.best_val_loss, record.best_step, self.step, self.clock.elapsed,
+                           reason, record.history, self.cfg, self.model_config)
 
     def _loop(self, resumed_at: int | None) -> str:
         """Step until a limit, a signal or early stop; end on an evaluated, saved step. Returns why."""
@@ -316,7 +286,7 @@ class Trainer:
                 with clock.timing_step():
                     result = self.last_step = self.train_step()
                 self.threads.step_done(clock.step_cost)
-                self._check_loss(result.loss)
+                self.record.check_training_loss(result.loss, self.step, cfg, self.run_dir)
                 recent.append(result.loss)
                 row = {"step": self.step, "loss": round(result.loss, 5), "lr": result.lr, "time": round(clock.elapsed, 3)}
                 for listener in self.listeners:
@@ -333,12 +303,22 @@ class Trainer:
                         break
         if self.step == resumed_at and reason in ("max_steps", "time_budget"):
             raise CharRNNError(clock.nothing_left(self.run_dir, self.step, reason, self.time_added))
-        if not self.history["step"] or self.history["step"][-1] != self.step:
+        if not self.record.evaluated_at(self.step):
             self.evaluate_and_save(sum(recent) / len(recent) if recent else None)
             clock.tick()
             self.save_last()
         return reason
 
+
+def start_event(trainer: Trainer) -> dict[str, Any]:
+    """The event that opens a session: what is trained, where, how."""
+    return {"event": "start", "run_dir": str(trainer.run_dir), "device": str(trainer.device),
+            "precision": trainer.precision, "params": sum(p.numel() for p in trainer.model.parameters()),
+            "model_config": trainer.model_config.to_dict(), "train_config": trainer.cfg.to_dict(),
+            "vocab_size": len(trainer.vocab), "windows_per_epoch": trainer.batcher.windows_per_epoch,
+            "resumed_at": trainer.step, "resumed": trainer.restored, "elapsed": trainer.clock.elapsed,
+            "world_size": trainer.dist.world_size, "threads": trainer.threads.current,
+            "threads_auto": trainer.threads.active}
 
 
 def step_event(trainer: Trainer, result: StepResult, recent: list[float]) -> dict[str, Any]:
@@ -348,7 +328,7 @@ def step_event(trainer: Trainer, result: StepResult, recent: list[float]) -> dic
     return {"event": "step", "step": trainer.step, "epoch": trainer.epoch_float(),
             "train_loss": sum(window) / len(window), "lr": result.lr, "chars_per_sec": rate,
             "elapsed": clock.elapsed, "time_left": clock.time_left(trainer.step, rate),
-            "best_val_loss": trainer.best_val_loss, "done_frac": clock.done_frac(trainer.step),
+            "best_val_loss": trainer.record.best_val_loss, "done_frac": clock.done_frac(trainer.step),
             "grad_norm": result.grad_norm}
 
 

@@ -127,7 +127,7 @@ class LossPlot(TrainListener):
         from .plots import plot_losses
 
         starts = [(s["step"], s["time"], s["label"]) for s in trainer.extra_meta.get("starts", [])]
-        plot_losses(trainer.history, path, metrics=self.curve, title=trainer.run_dir.resolve().name, starts=starts)
+        plot_losses(trainer.record.history, path, metrics=self.curve, title=trainer.run_dir.resolve().name, starts=starts)
 
     def on_eval(self, trainer: Trainer, event: dict[str, Any]) -> None:
         try:
