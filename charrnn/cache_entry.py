@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,39 @@ def in_use_lock(folder: Path) -> Any:
     from filelock import ReadWriteLock
 
     return ReadWriteLock(folder / IN_USE_FILE, is_singleton=False, blocking=False)
+
+
+class InUseHold:
+    """This process's shared hold on an entry's in-use lock, from its first load until `release()`
+    (or garbage collection, or exit), so that `charrnn cache clear` leaves the entry alone."""
+
+    def __init__(self, log: Callable[[dict[str, Any]], None]):
+        self.log = log
+        self._lock: Any = None
+        self._finalizer: weakref.finalize | None = None
+
+    def hold(self, entry: Path) -> None:
+        """Mark `entry` used now (taken under the entry lock, as clear's check is)."""
+        with contextlib.suppress(OSError):
+            (entry / LAST_USE_FILE).touch()
+        if self._lock is not None:
+            return
+        try:
+            lock = in_use_lock(entry)
+            lock.acquire_read(timeout=10, blocking=True)
+        except Exception as exc:  # a file system SQLite cannot lock on: train anyway, say what is lost
+            self.log({"event": "warning", "message": f"cannot mark the corpus cache entry {entry} as in use "
+                      f"({exc}); `charrnn cache clear` could remove it while this run trains"})
+            return
+        self._lock = lock
+        self._finalizer = weakref.finalize(self, close_quietly, lock)
+
+    def release(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            if self._finalizer is not None:
+                self._finalizer.detach()
+            close_quietly(lock)
 
 
 def close_quietly(lock: Any) -> None:

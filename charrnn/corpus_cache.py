@@ -26,13 +26,11 @@ Joining and validation (also in the README):
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,14 +38,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import atomic
 from .cache_entry import (
     CACHE_ENV,
     CACHE_FORMAT,
     IN_USE_FILE,
     LAST_USE_FILE,
     LOCK_FILE,
-    close_quietly,
+    InUseHold,
     default_cache_dir,
     entry_lock,
     in_use_lock,
@@ -59,6 +56,7 @@ from .corpus_inputs import BLOCK_BYTES, code_points, code_points_of, resolve_inp
 from .data import encode, id_dtype, split
 from .errors import CharRNNError
 from .escapes import unescape
+from .id_file import ids_in_range, stat_key, write_id_file
 from .text_decoder import lookup
 from .vocab import Vocab
 
@@ -172,25 +170,6 @@ def as_source(corpus: str | CorpusSource) -> CorpusSource:
 # The files of a corpus, encoded once into a cached id file
 
 
-def _stat_key(path: Path) -> list[int]:
-    """Identity and last change of a file: an id file whose key is as recorded is as it was written."""
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns, st.st_ino]
-
-
-def _ids_in_range(path: Path, dtype: np.dtype, vocab_size: int) -> bool:
-    """Whether every id in a cached id file names a character (a damaged file would otherwise reach
-    the model's embedding as an out-of-range index). A streaming pass, made only when the file changed
-    since it was written; skipped where every value fits."""
-    if vocab_size > np.iinfo(dtype).max:
-        return True
-    ids = np.memmap(path, dtype=dtype, mode="r")
-    step = 1 << 26
-    return all(int(ids[i : i + step].max()) < vocab_size for i in range(0, len(ids), step))
-
-
-
-
 class CorpusFiles:
     """The files of a corpus and how they are joined; encodes them once into a cached id file.
 
@@ -215,7 +194,7 @@ class CorpusFiles:
         self.log = log or (lambda event: None)
         self.last_status: str | None = None  # "reused", "rehashed" or "built": what the last load did
         self._stats: dict[str, Any] | None = None
-        self._in_use: Any = None  # the entry's in-use lock, held shared from the first load until release()
+        self._in_use = InUseHold(self.log)  # the entry's in-use lock, held shared from the first load until release()
 
     @classmethod
     def from_paths(cls, paths: Sequence[str | os.PathLike], **options: Any) -> CorpusFiles:
@@ -301,32 +280,11 @@ class CorpusFiles:
     def chars(self) -> str:
         return "".join(self.stats()["vocab"])
 
-    # ----- in use --------------------------------------------------------------------------------
-    def _hold_in_use(self, entry: Path) -> None:
-        """Mark the entry as used by this process (shared with other runs) until `release()`, so that
-        `charrnn cache clear` leaves it alone; taken under the entry lock, as clear's check is."""
-        with contextlib.suppress(OSError):
-            (entry / LAST_USE_FILE).touch()
-        if self._in_use is not None:
-            return
-        try:
-            lock = in_use_lock(entry)
-            lock.acquire_read(timeout=10, blocking=True)
-        except Exception as exc:  # a file system SQLite cannot lock on: train anyway, say what is lost
-            self.log({"event": "warning", "message": f"cannot mark the corpus cache entry {entry} as in use "
-                      f"({exc}); `charrnn cache clear` could remove it while this run trains"})
-            return
-        self._in_use = lock
-        self._in_use_finalizer = weakref.finalize(self, close_quietly, lock)  # on garbage collection or exit
-
     def release(self) -> None:
         """Let `charrnn cache clear` remove this corpus's entry again (also on garbage collection or exit)."""
-        lock, self._in_use = self._in_use, None
-        if lock is not None:
-            self._in_use_finalizer.detach()
-            close_quietly(lock)
+        self._in_use.release()
 
-    # ----- pass 2: the id file -------------------------------------------------------------------
+    # ----- pass 2: the id file (id_file.write_id_file) ------------------------------------------
     def _layout(self, stats: dict[str, Any], val_frac: float) -> tuple[list[int], int, int]:
         """Characters of each file that go to training, and the train/val lengths."""
         counts = stats["file_chars"]
@@ -345,44 +303,6 @@ class CorpusFiles:
         _, n_train, n_val = self._layout(self.stats(), val_frac)
         return n_train, n_val
 
-    def _write_ids(self, path: Path, vocab: Vocab, heads: list[int], n_train: int, n_val: int) -> None:
-        """Pass 2: ids written straight to disk, train part first, then validation (atomic rename)."""
-        dtype = id_dtype(len(vocab))
-        lut = np.zeros(_CODE_POINTS, dtype=dtype)
-        lut[np.array([ord(c) for c in vocab.chars], dtype=np.int64)] = np.arange(len(vocab), dtype=dtype)
-        sep_ids = lut[code_points_of(self.separator)] if self.separator else lut[:0]
-        try:
-            with atomic.replacing(path) as tmp, open(tmp, "r+b") as train_out, open(tmp, "r+b") as val_out:
-                train_out.truncate((n_train + n_val) * dtype.itemsize)
-                val_out.seek(n_train * dtype.itemsize)
-                outs = {"train": train_out, "val": val_out}
-                written = {"train": 0, "val": 0}
-                for i, file in enumerate(self.files):
-                    head = heads[i] if heads else None  # None: "end", the joined text in order
-                    started: set[str] = set()
-                    pos = 0
-                    for cps in code_points(file, self.encoding):
-                        ids = lut[cps]
-                        cut = len(ids) if head is None else min(max(head - pos, 0), len(ids))
-                        pos += len(ids)
-                        for which, part in (("train", ids[:cut]), ("val", ids[cut:])):
-                            if not len(part):
-                                continue
-                            if which not in started:  # a file's first piece in a stream: separator first
-                                started.add(which)
-                                if written[which]:
-                                    outs[which].write(sep_ids.tobytes())
-                                    written[which] += len(sep_ids)
-                            outs[which].write(part.tobytes())
-                            written[which] += len(part)
-                expected = {"train": n_train, "val": n_val} if heads else {"train": n_train + n_val, "val": 0}
-                if written != expected:
-                    raise CharRNNError(f"the corpus changed while it was being encoded ({len(self.files)} file(s) "
-                                       f"from {self.files[0]}); run again")
-        except OSError as exc:  # disk full, file too large: say which file, and the way out
-            raise CharRNNError(f"could not write the encoded corpus {path}: {exc.strerror or exc}; "
-                               f"choose a cache folder with room with --cache-dir or ${CACHE_ENV}") from None
-
     def load(self, vocab: Vocab | None = None, val_frac: float = 0.1) -> EncodedCorpus:
         """The memory-mapped train/val ids under `vocab` (default: the corpus's own, sorted); val_frac 0
         trains on everything (validation from elsewhere)."""
@@ -390,7 +310,7 @@ class CorpusFiles:
             raise CharRNNError(f"val_frac must be in (0, 1), got {val_frac}")
         entry = self.entry
         with removed_if_refused(entry), entry_lock(entry):
-            self._hold_in_use(entry)
+            self._in_use.hold(entry)
             stats = self._stats = self._current_stats()
             vocab = vocab or Vocab(stats["vocab"])
             lacking = vocab.unknown("".join(stats["vocab"]))
@@ -404,20 +324,20 @@ class CorpusFiles:
             meta = read_record(meta_path)
             fresh = (meta is not None and meta.get("sha256") == stats["sha256"] and bin_path.is_file()
                      and bin_path.stat().st_size == (n_train + n_val) * dtype.itemsize)
-            if fresh and meta.get("id_file_stat") != _stat_key(bin_path):  # changed since it was written
-                if _ids_in_range(bin_path, dtype, len(vocab)):
-                    write_record(meta_path, {**meta, "id_file_stat": _stat_key(bin_path)})
+            if fresh and meta.get("id_file_stat") != stat_key(bin_path):  # changed since it was written
+                if ids_in_range(bin_path, dtype, len(vocab)):
+                    write_record(meta_path, {**meta, "id_file_stat": stat_key(bin_path)})
                 else:
                     self.log({"event": "warning", "message": f"the cached ids in {bin_path} are damaged; "
                               "encoding the corpus again"})
                     fresh = False
             if not fresh:
                 t0 = time.perf_counter()
-                self._write_ids(bin_path, vocab, heads, n_train, n_val)
+                write_id_file(bin_path, self.files, self.encoding, self.separator, vocab, heads, n_train, n_val)
                 write_record(meta_path, {"format": CACHE_FORMAT, "sha256": stats["sha256"], "dtype": dtype.name,
                                         "n_train": n_train, "n_val": n_val, "val_frac": val_frac,
                                         "val_split": self.val_split, "vocab": vocab.chars,
-                                        "id_file_stat": _stat_key(bin_path)})
+                                        "id_file_stat": stat_key(bin_path)})
                 seconds = time.perf_counter() - t0
                 size = (n_train + n_val) * dtype.itemsize
                 self.log({"event": "corpus", "message": f"encoded {stats['chars']:,} characters into {bin_path} "

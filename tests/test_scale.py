@@ -109,8 +109,8 @@ def test_a_damaged_cache_is_encoded_again_not_fed_to_the_model(tmp_path, monkeyp
     first = CorpusFiles([path], cache_dir=tmp_path / "cache").load(val_frac=0.1)
     id_file = Path(first.info["id_file"])
     scans = []
-    real_scan = corpus_cache._ids_in_range
-    monkeypatch.setattr(corpus_cache, "_ids_in_range", lambda *a: scans.append(a) or real_scan(*a))
+    real_scan = corpus_cache.ids_in_range
+    monkeypatch.setattr(corpus_cache, "ids_in_range", lambda *a: scans.append(a) or real_scan(*a))
     CorpusFiles([path], cache_dir=tmp_path / "cache").load(val_frac=0.1)
     assert scans == []  # an id file as it was written is trusted: starting a run stays cheap
     id_file.write_bytes(b"\xff" * id_file.stat().st_size)  # same size, ids no character has
