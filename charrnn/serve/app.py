@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import threading
 from collections import OrderedDict
@@ -39,6 +38,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..errors import CharRNNError
 from . import requests as rq
+from .events import EventStream, collect, sse, stream_events
 from .runs import UnknownRunError, find_run, list_runs, record
 from .scheduler import ModelWorker, Stream
 
@@ -174,66 +174,6 @@ async def _on_worker(worker: ModelWorker, fn: Callable[[], Any]) -> Any:
     return await asyncio.wrap_future(worker.submit(fn))
 
 
-def _sse(event: str, data: dict[str, Any]) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
-
-
-def _chunk(batch: list[Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """A batch of stream items -> the characters (and their steps) and the end record, if any."""
-    text: list[str] = []
-    steps: list[dict[str, Any]] = []
-    end = None
-    for item in batch:
-        if isinstance(item, str):
-            text.append(item)
-        elif "c" in item:
-            text.append(item["c"])
-            steps.append({"p": item["p"], "top": item["top"]})
-        elif "end" in item:
-            end = item["end"]
-    chars = None
-    if text:
-        chars = {"text": "".join(text)}
-        if steps:
-            chars["steps"] = steps
-    return chars, end
-
-
-class _EventStream(Response):
-    """Server-sent events from async chunks; a client that goes away cancels the stream at once."""
-
-    media_type = "text/event-stream"
-
-    def __init__(self, chunks: AsyncIterator[bytes], on_disconnect: Callable[[], None],
-                 on_close: Callable[[], None]):
-        self.status_code = 200
-        self.background = None
-        self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-store"),
-                            (b"x-accel-buffering", b"no"), (b"x-content-type-options", b"nosniff")]  # open-ended: no length
-        self.chunks, self.on_disconnect, self.on_close = chunks, on_disconnect, on_close
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        async def listen() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-
-        listener = asyncio.ensure_future(listen())
-        listener.add_done_callback(lambda _: self.on_disconnect())
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async for chunk in self.chunks:
-                if listener.done():
-                    break
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:  # the client went away while we wrote
-            pass
-        finally:
-            listener.cancel()
-            self.on_close()
-            await self.chunks.aclose()  # type: ignore[attr-defined]
-
-
 # ----------------------------------------------------------------------------------------------
 # handlers
 
@@ -282,41 +222,12 @@ async def generate(request: Request) -> Response:
         release()
         raise
     if req.stream:
-        return _EventStream(_events(streams[0], settings), on_disconnect=streams[0].cancel, on_close=release)
+        return EventStream(stream_events(streams[0], settings), on_disconnect=streams[0].cancel, on_close=release)
     try:
-        samples = [await _collect(s) for s in streams]
+        samples = [await collect(s) for s in streams]
     finally:
         release()
     return JSONResponse({**settings, "text": samples[0]["text"], "samples": samples})
-
-
-async def _events(stream: Stream, settings: dict[str, Any]) -> AsyncIterator[bytes]:
-    yield _sse("start", {**settings, "stream": stream.id})
-    async for batch in stream.items():
-        chars, end = _chunk(batch)
-        if chars is not None:
-            yield _sse("chars", chars)
-        if end is not None:
-            yield _sse("end", end)
-            return
-
-
-async def _collect(stream: Stream) -> dict[str, Any]:
-    text: list[str] = []
-    steps: list[dict[str, Any]] = []
-    end: dict[str, Any] = {}
-    async for batch in stream.items():
-        chars, done = _chunk(batch)
-        if chars is not None:
-            text.append(chars["text"])
-            steps.extend(chars.get("steps", []))
-        if done is not None:
-            end = done
-    record: dict[str, Any] = {"text": "".join(text), "seed": stream.seed, "stopped": end.get("stopped", False),
-                              "num_chars": end.get("num_chars", 0)}
-    if stream.request.candidates:
-        record["steps"] = steps
-    return record
 
 
 async def _beam(worker: ModelWorker, req: rq.GenerateRequest, settings: dict[str, Any]) -> Response:
@@ -333,12 +244,12 @@ async def _beam(worker: ModelWorker, req: rq.GenerateRequest, settings: dict[str
         return JSONResponse({**settings, "text": samples[0]["text"], "samples": samples})
 
     async def events() -> AsyncIterator[bytes]:
-        yield _sse("start", settings)
-        yield _sse("chars", {"text": samples[0]["text"]})
-        yield _sse("end", {"reason": "beam", "stopped": samples[0]["stopped"], "num_chars": samples[0]["num_chars"],
+        yield sse("start", settings)
+        yield sse("chars", {"text": samples[0]["text"]})
+        yield sse("end", {"reason": "beam", "stopped": samples[0]["stopped"], "num_chars": samples[0]["num_chars"],
                            "logprob": samples[0]["logprob"]})
 
-    return _EventStream(events(), on_disconnect=lambda: None, on_close=lambda: None)
+    return EventStream(events(), on_disconnect=lambda: None, on_close=lambda: None)
 
 
 async def stop(request: Request) -> Response:

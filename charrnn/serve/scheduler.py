@@ -115,6 +115,88 @@ class _Row:
         self.tail_len = max((len(s) for s in self.stops), default=0)
         self.stop_ends = {s[-1] for s in self.stops}
 
+    def deliver(self, char_id: int, chars: list[str], probs: np.ndarray | None) -> str | None:
+        """Hand the chosen character to the stream; why the stream ends with it, if it does."""
+        stream = self.stream
+        c = chars[char_id]
+        if self.top:
+            assert probs is not None
+            order = np.argsort(-probs, kind="stable")[: self.top]
+            stream.pending.append({"c": c, "p": float(probs[char_id]),
+                                   "top": [[chars[k], float(probs[k])] for k in order.tolist()]})
+        else:
+            stream.pending.append(c)
+        if stream.text is not None:
+            stream.text.append(c)
+        step = stream.step
+        stream.step = step + 1
+        self.remember(step, char_id)
+        if self.tail_len:
+            stream.tail = tail = (stream.tail + c)[-self.tail_len:]
+            if c in self.stop_ends and any(tail.endswith(s) for s in self.stops):
+                return "stop string"
+        return "length" if stream.step >= stream.request.length else None
+
+    def remember(self, step: int, char_id: int) -> None:
+        """Count the character in the repetition penalty's window (the last `repetition_window`)."""
+        if self.recent is None:
+            return
+        window = len(self.history)
+        slot = step % window
+        if step >= window:
+            self.recent[self.history[slot]] -= 1
+        self.recent[char_id] += 1
+        self.history[slot] = char_id
+
+
+class Decider:
+    """Decides one character for every row, rows with equal settings together through one `Chooser`.
+
+    Keeps one decoding chain per distinct settings in use (its buffers are reused step after step);
+    for greedy rows that show candidates, the chain that gives the model's own distribution.
+    """
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+        self.choosers: dict[Decoding, Chooser] = {}
+
+    def chooser(self, decoding: Decoding, rows: list[_Row]) -> Chooser:
+        chooser = self.choosers.get(decoding)
+        if chooser is None:
+            if len(self.choosers) >= 64:  # settings no stream uses any more: their buffers go
+                self.choosers = {row.key: self.choosers[row.key] for row in rows if row.key in self.choosers}
+            chooser = self.choosers[decoding] = Chooser(decoding, self.vocab_size)
+        return chooser
+
+    def decide(self, rows: list[_Row], logits: np.ndarray) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """The chosen ids, and for rows that show candidates the distribution each was drawn from."""
+        n = len(rows)
+        ids = np.empty(n, dtype=np.intp)
+        probs_of: dict[int, np.ndarray] = {}
+        groups: dict[Decoding, list[int]] = {}
+        for i, row in enumerate(rows):
+            groups.setdefault(row.key, []).append(i)
+        for decoding, members in groups.items():
+            group = [rows[i] for i in members]
+            glogits = logits if len(members) == n else logits[members]
+            chooser = self.chooser(decoding, rows)
+            u = np.array([r.draws.at(r.stream.step)[0] for r in group]) if not chooser.greedy else np.zeros(len(group))
+            u_eps = np.array([r.exploit.at(r.stream.step)[0] for r in group]) if chooser.epsilon else None
+            recent = np.stack([r.recent for r in group]) if decoding.penalised else None
+            ids[members] = chooser.choose(glogits, u, u_eps, recent)
+            shown = [j for j, r in enumerate(group) if r.top]
+            if shown:  # what inspect_steps shows: the distribution drawn from (greedy: the model's own)
+                if chooser.greedy:
+                    model_own = self.chooser(Decoding(repetition_penalty=decoding.repetition_penalty,
+                                                      repetition_window=decoding.repetition_window), rows)
+                    probs = model_own.distribution(glogits[shown], None if recent is None else recent[shown])
+                else:
+                    weights = chooser.weights[shown]
+                    probs = weights / weights.sum(axis=1, keepdims=True, dtype=np.float64)
+                for k, j in enumerate(shown):
+                    probs_of[members[j]] = probs[k]
+        return ids, probs_of
+
 
 class ModelWorker:
     """A loaded model and the one thread that runs everything on it."""
@@ -128,9 +210,7 @@ class ModelWorker:
         self.rows: list[_Row] = []
         self.engine: Any = None
         self.logits: np.ndarray | None = None  # (rows, V) float32: what each row decides from next
-        # One decoding chain per distinct settings in use (its buffers are reused step after step);
-        # for greedy rows that show candidates, the chain that gives the model's own distribution.
-        self.choosers: dict[Decoding, Chooser] = {}
+        self.decider = Decider(len(self.vocab))
         self.max_batch = 0  # the most streams stepped together so far (for tests and the status page)
         self.steps = 0
         self.closed = False
@@ -275,44 +355,13 @@ class ModelWorker:
             except RuntimeError:  # that loop has closed: its consumers are gone
                 pass
 
-    def _chooser(self, decoding: Decoding) -> Chooser:
-        chooser = self.choosers.get(decoding)
-        if chooser is None:
-            if len(self.choosers) >= 64:  # settings no stream uses any more: their buffers go
-                self.choosers = {row.key: self.choosers[row.key] for row in self.rows if row.key in self.choosers}
-            chooser = self.choosers[decoding] = Chooser(decoding, len(self.vocab))
-        return chooser
-
     def _step(self) -> None:
         """Decide one character for every row, deliver them, drop finished rows, advance the rest."""
         rows = self.rows
         logits = self.logits
         assert logits is not None
         n = len(rows)
-        ids = np.empty(n, dtype=np.intp)
-        probs_of: dict[int, np.ndarray] = {}
-        groups: dict[Decoding, list[int]] = {}
-        for i, row in enumerate(rows):
-            groups.setdefault(row.key, []).append(i)
-        for decoding, members in groups.items():
-            group = [rows[i] for i in members]
-            glogits = logits if len(members) == n else logits[members]
-            chooser = self._chooser(decoding)
-            u = np.array([r.draws.at(r.stream.step)[0] for r in group]) if not chooser.greedy else np.zeros(len(group))
-            u_eps = np.array([r.exploit.at(r.stream.step)[0] for r in group]) if chooser.epsilon else None
-            recent = np.stack([r.recent for r in group]) if decoding.penalised else None
-            ids[members] = chooser.choose(glogits, u, u_eps, recent)
-            shown = [j for j, r in enumerate(group) if r.top]
-            if shown:  # what inspect_steps shows: the distribution drawn from (greedy: the model's own)
-                if chooser.greedy:
-                    model_own = self._chooser(Decoding(repetition_penalty=decoding.repetition_penalty,
-                                                       repetition_window=decoding.repetition_window))
-                    probs = model_own.distribution(glogits[shown], None if recent is None else recent[shown])
-                else:
-                    weights = chooser.weights[shown]
-                    probs = weights / weights.sum(axis=1, keepdims=True, dtype=np.float64)
-                for k, j in enumerate(shown):
-                    probs_of[members[j]] = probs[k]
+        ids, probs_of = self.decider.decide(rows, logits)
         chars = self.vocab.chars
         keep: list[int] = []
         woken: list[Stream] = []
@@ -323,39 +372,14 @@ class ModelWorker:
                 self._finish(row, "stopped")
                 woken.append(stream)
                 continue
-            char_id = int(ids[i])
-            c = chars[char_id]
-            if row.top:
-                probs = probs_of[i]
-                order = np.argsort(-probs, kind="stable")[: row.top]
-                stream.pending.append({"c": c, "p": float(probs[char_id]),
-                                       "top": [[chars[k], float(probs[k])] for k in order.tolist()]})
-            else:
-                stream.pending.append(c)
-            if stream.text is not None:
-                stream.text.append(c)
-            step = stream.step
-            stream.step = step + 1
+            ended = row.deliver(int(ids[i]), chars, probs_of.get(i))
+            if ended is not None:
+                self._finish(row, ended)
+                woken.append(stream)
+                continue
             if now - stream.last_wake >= WAKE_INTERVAL:
                 stream.last_wake = now
                 woken.append(stream)
-            if row.recent is not None:
-                window = len(row.history)
-                slot = step % window
-                if step >= window:
-                    row.recent[row.history[slot]] -= 1
-                row.recent[char_id] += 1
-                row.history[slot] = char_id
-            if row.tail_len:
-                row.stream.tail = t = (stream.tail + c)[-row.tail_len:]
-                if c in row.stop_ends and any(t.endswith(s) for s in row.stops):
-                    self._finish(row, "stop string")
-                    woken.append(stream)
-                    continue
-            if stream.step >= stream.request.length:
-                self._finish(row, "length")
-                woken.append(stream)
-                continue
             keep.append(i)
         self.steps += 1
         self._wake(woken)
