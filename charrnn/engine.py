@@ -73,6 +73,62 @@ def _weights_key(model: CharRNN) -> tuple:
     return (model.config, *((p.data_ptr(), p._version, p.device) for p in model.parameters()))
 
 
+def fold_weights(model: CharRNN) -> dict[str, Any]:
+    """The model's weights, folded and laid out for `NumpyEngine.step` (see the module docstring)."""
+    kind, L, H = model.config.model, model.config.num_layers, model.config.hidden_size
+    rnn = model.rnn
+    with torch.no_grad():
+        embed = _np(model.embed.weight)
+        w_ih = [_np(getattr(rnn, f"weight_ih_l{i}")) for i in range(L)]
+        w_hh = [_np(getattr(rnn, f"weight_hh_l{i}")) for i in range(L)]
+        b_ih = [_np(getattr(rnn, f"bias_ih_l{i}")) for i in range(L)]
+        b_hh = [_np(getattr(rnn, f"bias_hh_l{i}")) for i in range(L)]
+        head_w, head_b = _np(model.head.weight), _np(model.head.bias)
+    # Work in float64 while folding, so the table is as exact as the float32 model allows.
+    order = _gate_order(kind, H)
+    scale = _gate_scale(kind, H)
+    if kind == "gru":
+        # r and z take both biases; n's hidden bias sits inside r * (W_hn h + b_hn).
+        in_bias = [b_ih[i] + np.concatenate([b_hh[i][: 2 * H], np.zeros(H, np.float32)]) for i in range(L)]
+        hid_bias = [np.concatenate([np.zeros(2 * H, np.float32), b_hh[i][2 * H :]]) for i in range(L)]
+    else:
+        in_bias = [b_ih[i] + b_hh[i] for i in range(L)]
+    table = embed.astype(np.float64) @ w_ih[0].T.astype(np.float64) + in_bias[0]
+    table = np.ascontiguousarray((table[:, order] * scale).astype(np.float32))  # (V, G*H)
+    # Weights are kept as torch lays them out, (out, in) row-major, and used through their
+    # transposed views: for x @ W.T OpenBLAS streams each output's weights contiguously and
+    # splits the rows between threads, which at batch 1 with 2 threads is 1.3-1.7x faster than
+    # multiplying by an (in, out) row-major copy (measured; see BENCHMARKS.md).
+    rows = scale[:, None]
+    w_hh_t = [np.ascontiguousarray(w_hh[i][order] * rows).T for i in range(L)]  # (H, G*H) view
+    w_ih_t = [np.ascontiguousarray(w_ih[i][order] * rows).T for i in range(L)]  # (I, G*H) view
+    bias = [np.ascontiguousarray(in_bias[i][order] * scale) for i in range(L)]
+    if kind != "gru":
+        # Layers above the first: one matmul of [h_below | h_own] (N, 2H) by (2H, G*H).
+        w_cat = [None] + [np.ascontiguousarray(np.hstack([w_ih[i][order], w_hh[i][order]]) * rows).T
+                          for i in range(1, L)]
+    # Head with its bias as an extra input column (the state buffer's constant-1 column).
+    head = np.ascontiguousarray(np.hstack([head_w, head_b[:, None]])).T  # (H+1, V) view
+    folded = {"table": table, "w_hh": w_hh_t, "w_ih": w_ih_t, "bias": bias, "head": head}
+    if kind == "gru":
+        folded["hid_bias"] = hid_bias
+    else:
+        folded["w_cat"] = w_cat
+    return folded
+
+def _gate_order(kind: str, H: int) -> np.ndarray:
+    if kind == "lstm":  # torch i, f, g, o -> i, f, o, g: the three sigmoids side by side
+        return np.concatenate([np.arange(0, 2 * H), np.arange(3 * H, 4 * H), np.arange(2 * H, 3 * H)])
+    return np.arange({"lstm": 4, "gru": 3, "rnn": 1}[kind] * H)
+
+def _gate_scale(kind: str, H: int) -> np.ndarray:
+    if kind == "lstm":
+        return np.concatenate([np.full(3 * H, 0.5, np.float32), np.ones(H, np.float32)])
+    if kind == "gru":
+        return np.concatenate([np.full(2 * H, 0.5, np.float32), np.ones(H, np.float32)])
+    return np.ones(H, np.float32)
+
+
 class NumpyEngine:
     """CharRNN inference in float32 NumPy (CPU), one character per stream per `step`.
 
@@ -108,68 +164,11 @@ class NumpyEngine:
             key = _weights_key(model)
             cached = _FOLDED.get(model)
             if cached is None or cached[0] != key:
-                cached = (key, self._fold(model))
+                cached = (key, fold_weights(model))
                 _FOLDED[model] = cached
         self.__dict__.update(cached[1])
         self.batch_size = 0
         self._allocate(batch_size)
-
-    def _fold(self, model: CharRNN) -> dict[str, Any]:
-        """The model's weights, folded and laid out for the step (see the module docstring)."""
-        L, H = self.num_layers, self.hidden_size
-        rnn = model.rnn
-        with torch.no_grad():
-            embed = _np(model.embed.weight)
-            w_ih = [_np(getattr(rnn, f"weight_ih_l{i}")) for i in range(L)]
-            w_hh = [_np(getattr(rnn, f"weight_hh_l{i}")) for i in range(L)]
-            b_ih = [_np(getattr(rnn, f"bias_ih_l{i}")) for i in range(L)]
-            b_hh = [_np(getattr(rnn, f"bias_hh_l{i}")) for i in range(L)]
-            head_w, head_b = _np(model.head.weight), _np(model.head.bias)
-        # Work in float64 while folding, so the table is as exact as the float32 model allows.
-        order = self._gate_order()
-        scale = self._gate_scale()
-        if self.kind == "gru":
-            # r and z take both biases; n's hidden bias sits inside r * (W_hn h + b_hn).
-            in_bias = [b_ih[i] + np.concatenate([b_hh[i][: 2 * H], np.zeros(H, np.float32)]) for i in range(L)]
-            hid_bias = [np.concatenate([np.zeros(2 * H, np.float32), b_hh[i][2 * H :]]) for i in range(L)]
-        else:
-            in_bias = [b_ih[i] + b_hh[i] for i in range(L)]
-        table = embed.astype(np.float64) @ w_ih[0].T.astype(np.float64) + in_bias[0]
-        table = np.ascontiguousarray((table[:, order] * scale).astype(np.float32))  # (V, G*H)
-        # Weights are kept as torch lays them out, (out, in) row-major, and used through their
-        # transposed views: for x @ W.T OpenBLAS streams each output's weights contiguously and
-        # splits the rows between threads, which at batch 1 with 2 threads is 1.3-1.7x faster than
-        # multiplying by an (in, out) row-major copy (measured; see BENCHMARKS.md).
-        rows = scale[:, None]
-        w_hh_t = [np.ascontiguousarray(w_hh[i][order] * rows).T for i in range(L)]  # (H, G*H) view
-        w_ih_t = [np.ascontiguousarray(w_ih[i][order] * rows).T for i in range(L)]  # (I, G*H) view
-        bias = [np.ascontiguousarray(in_bias[i][order] * scale) for i in range(L)]
-        if self.kind != "gru":
-            # Layers above the first: one matmul of [h_below | h_own] (N, 2H) by (2H, G*H).
-            w_cat = [None] + [np.ascontiguousarray(np.hstack([w_ih[i][order], w_hh[i][order]]) * rows).T
-                              for i in range(1, L)]
-        # Head with its bias as an extra input column (the state buffer's constant-1 column).
-        head = np.ascontiguousarray(np.hstack([head_w, head_b[:, None]])).T  # (H+1, V) view
-        folded = {"table": table, "w_hh": w_hh_t, "w_ih": w_ih_t, "bias": bias, "head": head}
-        if self.kind == "gru":
-            folded["hid_bias"] = hid_bias
-        else:
-            folded["w_cat"] = w_cat
-        return folded
-
-    def _gate_order(self) -> np.ndarray:
-        H = self.hidden_size
-        if self.kind == "lstm":  # torch i, f, g, o -> i, f, o, g: the three sigmoids side by side
-            return np.concatenate([np.arange(0, 2 * H), np.arange(3 * H, 4 * H), np.arange(2 * H, 3 * H)])
-        return np.arange(self.gates * H)
-
-    def _gate_scale(self) -> np.ndarray:
-        H = self.hidden_size
-        if self.kind == "lstm":
-            return np.concatenate([np.full(3 * H, 0.5, np.float32), np.ones(H, np.float32)])
-        if self.kind == "gru":
-            return np.concatenate([np.full(2 * H, 0.5, np.float32), np.ones(H, np.float32)])
-        return np.ones(H, np.float32)
 
     def _allocate(self, n: int) -> None:
         L, H, G = self.num_layers, self.hidden_size, self.gates

@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from .cell_finder import CellFinder, PropertyResult
 from .errors import CharRNNError
 from .internals import DEFAULT_CHUNK
 from .properties import Property
 
-BINS = 256
 SATURATED_LOW, SATURATED_HIGH = 0.1, 0.9
 LENS_CONTEXT = 40
 SIGMOID_GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn": ()}
@@ -126,32 +126,6 @@ class Predictions:
 
 
 @dataclass
-class CellScore:
-    cell: CellRef
-    score: float  # ROC AUC (binary property) or Pearson r (numeric)
-
-
-@dataclass
-class PropertyResult:
-    """How well the best cells track one property of the text."""
-
-    name: str
-    kind: str  # "binary" or "numeric"
-    description: str
-    statistic: str  # "ROC AUC" or "Pearson r"
-    chance: float  # 0.5 for AUC, 0 for r
-    present: bool  # False if the property is constant over this text (nothing to score)
-    ranked: list[CellScore]  # best first (by |AUC - 0.5| or |r|)
-    control: float  # the best cell's score against the property shifted by half the text
-    share: float  # binary: fraction of positions where it holds; numeric: mean value
-    excerpt: tuple[int, int] = (0, 0)  # a stretch of the text where the property changes most (start, stop)
-
-    @property
-    def best(self) -> CellScore | None:
-        return self.ranked[0] if self.ranked else None
-
-
-@dataclass
 class GateSaturation:
     """Per layer and sigmoid gate: fraction of steps each unit spent < 0.1 (left) and > 0.9 (right)."""
 
@@ -202,100 +176,6 @@ class Explanation:
     lens: TemperatureLens | None
     ngram: NgramComparison | None = None
     source: dict[str, Any] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------------------------
-# the finder's running statistics
-
-
-class _Finder:
-    """Scores every cell against every property as chunks stream by (histograms and sums only)."""
-
-    def __init__(self, props: Sequence[Property], num_cells: int):
-        self.props = list(props)
-        n = len(self.props[0].values) if self.props else 0
-        shift = n // 2
-        self.controls = [np.roll(p.values, shift) for p in self.props]
-        self.num_cells = num_cells
-        self.hist_all = np.zeros(num_cells * BINS, dtype=np.int32)  # counts stay below the 2M-character limit
-        self.hist_pos = {}
-        self.sums: dict[tuple[int, bool], np.ndarray] = {}
-        for i, p in enumerate(self.props):
-            for control in (False, True):
-                if p.kind == "binary":
-                    self.hist_pos[(i, control)] = np.zeros(num_cells * BINS, dtype=np.int32)
-                else:
-                    self.sums[(i, control)] = np.zeros((3, num_cells))  # sum y, sum y^2 (first col), sum xy
-        self.sum_x = np.zeros(num_cells)
-        self.sum_xx = np.zeros(num_cells)
-        self.count = 0
-
-    def add(self, start: int, x: np.ndarray, quantised: np.ndarray) -> None:
-        rows = len(x)
-        keys = quantised.astype(np.int32) + (BINS // 2) + np.arange(self.num_cells, dtype=np.int32) * BINS
-        chunk_all = np.bincount(keys.ravel(), minlength=self.num_cells * BINS)
-        self.hist_all += chunk_all
-        x64 = x.astype(np.float64)
-        self.sum_x += x64.sum(axis=0)
-        self.sum_xx += np.einsum("tc,tc->c", x64, x64)
-        self.count += rows
-        for i, p in enumerate(self.props):
-            for control in (False, True):
-                y = (self.controls[i] if control else p.values)[start : start + rows]
-                if p.kind == "binary":
-                    mask = y > 0.5
-                    pos = int(mask.sum())
-                    if pos == 0:
-                        continue
-                    if pos <= rows // 2:
-                        self.hist_pos[(i, control)] += np.bincount(keys[mask].ravel(), minlength=self.num_cells * BINS)
-                    else:  # count the smaller side
-                        self.hist_pos[(i, control)] += chunk_all - np.bincount(keys[~mask].ravel(),
-                                                                               minlength=self.num_cells * BINS)
-                else:
-                    s = self.sums[(i, control)]
-                    s[0, 0] += y.sum()
-                    s[1, 0] += (y * y).sum()
-                    s[2] += y @ x64
-
-    def _auc(self, i: int, control: bool) -> np.ndarray:
-        pos = self.hist_pos[(i, control)].reshape(self.num_cells, BINS).astype(np.float64)
-        neg = self.hist_all.reshape(self.num_cells, BINS).astype(np.float64) - pos
-        n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
-        below = np.cumsum(neg, axis=1) - neg
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (pos * (below + 0.5 * neg)).sum(axis=1) / (n_pos * n_neg)
-
-    def _pearson(self, i: int, control: bool) -> np.ndarray:
-        s, n = self.sums[(i, control)], self.count
-        sy, syy, sxy = s[0, 0], s[1, 0], s[2]
-        var_x = n * self.sum_xx - self.sum_x**2
-        var_y = n * syy - sy**2
-        with np.errstate(invalid="ignore", divide="ignore"):
-            r = (n * sxy - self.sum_x * sy) / np.sqrt(var_x * var_y)
-        return np.where(var_x > 1e-12 * n * n, r, 0.0)  # a cell that never moves tracks nothing
-
-    def results(self, model_type: str, hidden_size: int, top: int) -> list[PropertyResult]:
-        out = []
-        for i, p in enumerate(self.props):
-            binary = p.kind == "binary"
-            values = p.values
-            present = bool(values.min() != values.max())
-            chance = 0.5 if binary else 0.0
-            ranked: list[CellScore] = []
-            control = float("nan")
-            if present:
-                scores = self._auc(i, False) if binary else self._pearson(i, False)
-                controls = self._auc(i, True) if binary else self._pearson(i, True)
-                scores = np.where(np.isfinite(scores), scores, chance)  # undefined: no signal, never NaN in a record
-                strength = np.nan_to_num(np.abs(scores - chance), nan=-1.0)
-                order = np.argsort(-strength, kind="stable")[:top]
-                ranked = [CellScore(_column_cell(int(c), model_type, hidden_size), float(scores[c])) for c in order]
-                best_control = int(np.nanargmax(np.abs(controls - chance))) if np.isfinite(controls).any() else 0
-                control = float(controls[best_control])
-            out.append(PropertyResult(p.name, p.kind, p.description, "ROC AUC" if binary else "Pearson r", chance,
-                                      present, ranked, control, float(values.mean()), excerpt_window(values)))
-        return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -357,7 +237,7 @@ def explain(model: Any, vocab: Any, text: str, *, cells: Iterable[str] = (), pro
             raise CharRNNError(f"property {p.name!r} has {len(p.values)} values for a text of {n} characters")
     top_k = min(top_k, len(vocab))
     num_cells = layers * len(cell_kinds(mtype)) * hsize
-    finder = _Finder(props, num_cells)
+    finder = CellFinder(props, num_cells)
     prob = np.full(n, np.nan, dtype=np.float32)
     entropy = np.full(n, np.nan, dtype=np.float32)
     top_ids = np.full((n, top_k), -1, dtype=np.int32)
@@ -404,7 +284,7 @@ def explain(model: Any, vocab: Any, text: str, *, cells: Iterable[str] = (), pro
                 spool.write(quantised.tobytes())
                 if progress is not None:
                     progress(s + rows, n)
-        finder_results = finder.results(mtype, hsize, top_cells)
+        finder_results = finder.results(lambda column: _column_cell(column, mtype, hsize), top_cells)
         shown = list(dict.fromkeys([*user, *(c.cell for r in finder_results for c in r.ranked)]))
         columns = [_cell_column(c, mtype, hsize) for c in shown]
         values = np.zeros((len(shown), n), dtype=np.float32)
@@ -469,18 +349,6 @@ def compare_with_ngram(text: str, model_surprisal: np.ndarray, ngram_surprisal: 
     ranked = np.argsort(-np.nan_to_num(diff, nan=0.0), kind="stable")
     return NgramComparison(order, float(np.nanmean(model_surprisal[1:])), float(ngram_surprisal.mean()), diff,
                            by_char, [int(i) for i in ranked[:top]], [int(i) for i in ranked[::-1][:top]])
-
-
-def excerpt_window(values: np.ndarray, length: int = 300) -> tuple[int, int]:
-    """Where to show a property's cell: a stretch of `length` characters in which the property changes
-    most often (binary) or spans its range (numeric); (start, stop)."""
-    n = len(values)
-    if n <= length:
-        return 0, n
-    changes = np.abs(np.diff(values)) > 0
-    window = np.convolve(changes.astype(float), np.ones(length - 1), mode="valid")
-    start = int(np.argmax(window)) if len(window) else 0
-    return start, min(n, start + length)
 
 
 MAX_CHARS = 2_000_000  # what one page can show: its spans and embedded arrays grow with the text
