@@ -248,35 +248,45 @@ class StepTuner:
     """An online A/B of the thread count for a loop of equal steps (training).
 
     Starts with the count `apply` chose. Every so often it times the other candidate (all cores,
-    or one) for a few steps and keeps the faster by median step time. It re-checks `period`
-    seconds after a change, doubling the wait each time the other count loses (up to
-    `max_period`), and at once when the current count's steps become `drift` times slower or
-    faster than when it was chosen (a neighbour came or went; at most once per `period`). A trial whose first timed step is
-    already twice as slow as the current median ends there: on a loaded machine the all-cores
-    steps can be several times slower, and a trial should cost a step or two, not a minute.
+    or one) for a few steps and switches only if the other is `margin` faster by median step time
+    (a tie is noise, and each switch costs a trial). It re-checks `period` seconds after a change,
+    doubling the wait each time the other count loses (up to `max_period`), and at once when the
+    current count's steps become `drift` times slower or faster than when it was chosen (a
+    neighbour came or went; at most once per `period`). The first `settle_steps` steps of a run
+    are not timed (allocations, oneDNN's first primitives: they would make any trial look fast).
+    When the machine was quiet at start (all cores chosen) the first trial waits a `period`:
+    all cores are then 1.5-1.8x faster and a trial of one thread only costs time; under load at
+    start the other count is tried at once. A trial whose first timed step is already twice as
+    slow as the current median ends there: on a loaded machine the all-cores steps can be several
+    times slower, and a trial should cost a step or two, not a minute.
     Inactive (every call a no-op) unless the plan is automatic.
     """
 
     def __init__(self, period: float = 15.0, max_period: float = 120.0, trial_steps: int = 5,
-                 warm_steps: int = 1, drift: float = 1.25, clock: Callable[[], float] = time.monotonic,
-                 on_cpu: bool = True):
+                 warm_steps: int = 1, drift: float = 1.25, margin: float = 0.1, settle_steps: int = 2,
+                 clock: Callable[[], float] = time.monotonic, on_cpu: bool = True):
         # On a GPU the CPU threads hardly matter: nothing to tune.
         self.active = on_cpu and _plan is not None and _plan.threads is None and available_cores() > 1
         self.base_period, self.max_period, self.period = period, max_period, period
         self.trial_steps, self.warm_steps, self.drift, self.clock = trial_steps, warm_steps, drift, clock
+        self.margin, self.unsettled = margin, settle_steps
         self.current = apply() or _torch_threads()  # a fixed count is set here too
         self.candidates = sorted({available_cores(), 1})
         self.recent: list[float] = []  # the last step times at the current count
         self.reference: float | None = None  # the current count's median step time when chosen
         self.trial: int | None = None  # the count being tried
         self.trial_times: list[float] = []
-        self.next_check = clock()  # the first trial once a few steps are timed
+        quiet_start = self.current >= max(self.candidates)
+        self.next_check = clock() + (period if quiet_start else 0.0)
         self.last_trial_end = -float("inf")
         self.trials = 0
 
     def step_done(self, seconds: float) -> None:
         """Report one step's duration (only the step: evaluation and saving are not steps)."""
         if not self.active:
+            return
+        if self.unsettled:
+            self.unsettled -= 1
             return
         if self.trial is not None:
             self._trial_step(seconds)
@@ -302,7 +312,7 @@ class StepTuner:
         if not timed or (timed[0] <= 2 * base and len(timed) < self.trial_steps):
             return
         assert self.trial is not None
-        if statistics.median(timed) < base:  # the other count is faster: keep it
+        if statistics.median(timed) < (1.0 - self.margin) * base:  # the other count is faster: keep it
             self.current, self.period = self.trial, self.base_period
             self.recent = timed[-self.trial_steps:]
             self.reference = statistics.median(self.recent) if len(self.recent) >= self.trial_steps else None

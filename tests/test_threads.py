@@ -127,7 +127,11 @@ def auto_tuner(monkeypatch):
     monkeypatch.setattr(threads, "set_threads", calls.append)
     threads.prepare_process()
     clock = FakeClock()
-    tuner = threads.StepTuner(period=10.0, max_period=40.0, trial_steps=3, warm_steps=1, clock=clock)
+    tuner = threads.StepTuner(period=10.0, max_period=40.0, trial_steps=3, warm_steps=1, settle_steps=2, clock=clock)
+    feed(tuner, clock, 0.30, 2)  # the first steps of a run are slow (allocations) and not timed
+    feed(tuner, clock, 0.10, 50)  # quiet at start: all cores, and no trial for a period (10 s)
+    assert calls == [2] and tuner.trial is None
+    clock.now += 5.0  # the period is over: the next step starts the first trial
     return tuner, calls, clock
 
 
@@ -139,8 +143,8 @@ def feed(tuner, clock, seconds, n):
 
 def test_the_tuner_moves_to_one_thread_when_that_is_faster(auto_tuner):
     tuner, calls, clock = auto_tuner
-    assert calls == [2] and tuner.current == 2  # quiet at start: all cores
-    feed(tuner, clock, 0.10, 3)  # three steps at 2 threads, then the trial of 1 starts
+    assert tuner.current == 2
+    feed(tuner, clock, 0.10, 1)  # the period is over: the trial of 1 starts
     assert calls == [2, 1] and tuner.trial == 1
     feed(tuner, clock, 0.06, 4)  # a warm-up step and three faster ones: 1 thread wins
     assert tuner.current == 1 and tuner.trial is None and calls == [2, 1]
@@ -148,9 +152,37 @@ def test_the_tuner_moves_to_one_thread_when_that_is_faster(auto_tuner):
     assert calls == [2, 1]
 
 
+def test_a_trial_that_is_hardly_faster_changes_nothing(auto_tuner):
+    tuner, calls, clock = auto_tuner
+    feed(tuner, clock, 0.10, 1)
+    assert tuner.trial == 1
+    feed(tuner, clock, 0.095, 4)  # 5% faster: within the noise of a shared machine, not worth a switch
+    assert tuner.current == 2 and tuner.trial is None and calls == [2, 1, 2]
+
+
+def test_slow_first_steps_do_not_start_a_trial_on_a_quiet_machine(auto_tuner):
+    tuner, calls, clock = auto_tuner  # (the fixture's first steps were 3x slower, and no trial came)
+    assert tuner.reference == pytest.approx(0.10)
+
+
+def test_under_load_at_start_the_other_count_is_tried_at_once(monkeypatch):
+    for key in THREAD_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "other_load", lambda window=0.1: 1.0)  # a neighbour holds a core
+    calls: list[int] = []
+    monkeypatch.setattr(threads, "set_threads", calls.append)
+    threads.prepare_process()
+    clock = FakeClock()
+    tuner = threads.StepTuner(period=10.0, trial_steps=3, settle_steps=2, clock=clock)
+    assert calls == [1]
+    feed(tuner, clock, 0.10, 5)  # two untimed steps, three timed: then all cores are tried
+    assert calls == [1, 2] and tuner.trial == 2
+
+
 def test_a_losing_trial_ends_early_and_the_checks_become_rarer(auto_tuner):
     tuner, calls, clock = auto_tuner
-    feed(tuner, clock, 0.10, 3)
+    feed(tuner, clock, 0.10, 1)
     assert tuner.trial == 1
     feed(tuner, clock, 0.50, 2)  # warm-up, then one step five times slower: the trial stops there
     assert tuner.trial is None and tuner.current == 2 and calls == [2, 1, 2]
@@ -158,13 +190,15 @@ def test_a_losing_trial_ends_early_and_the_checks_become_rarer(auto_tuner):
     feed(tuner, clock, 0.10, 100)  # 10 s later: not yet (the period is 20 s now)
     assert calls == [2, 1, 2]
     feed(tuner, clock, 0.10, 110)
-    assert calls == [2, 1, 2, 1, 2]  # re-checked after 20 s: 1 thread is no faster, back to 2
+    assert calls[:4] == [2, 1, 2, 1]  # re-checked after 20 s
+    feed(tuner, clock, 0.10, 4)
+    assert calls == [2, 1, 2, 1, 2]  # 1 thread is no faster: back to 2
     assert tuner.period == 40.0
 
 
 def test_a_neighbour_arriving_triggers_a_check_at_once(auto_tuner):
     tuner, calls, clock = auto_tuner
-    feed(tuner, clock, 0.10, 3)
+    feed(tuner, clock, 0.10, 1)
     feed(tuner, clock, 0.50, 2)  # first trial lost
     n = len(calls)
     feed(tuner, clock, 0.10, 160)  # 16 s at the usual speed: past the minimum spacing, before the period
@@ -191,12 +225,12 @@ def test_training_reports_its_steps_to_the_tuner(monkeypatch, tmp_path, tiny_tex
     for key in THREAD_ENV:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
-    monkeypatch.setattr(threads, "other_load", lambda window=0.1: 0.0)
+    monkeypatch.setattr(threads, "other_load", lambda window=0.1: 1.0)  # a busy neighbour at start
     calls: list[int] = []
     monkeypatch.setattr(threads, "set_threads", calls.append)
     threads.prepare_process()
     events: list[dict] = []
     train(tiny_text, tmp_path / "run", tiny_model_config, tiny_train_config.replace(max_steps=20), log=events.append)
     start = next(e for e in events if e["event"] == "start")
-    assert start["threads"] == 2 and start["threads_auto"]
-    assert calls[:2] == [2, 1]  # chosen at start, then the trial of one thread
+    assert start["threads"] == 1 and start["threads_auto"]
+    assert calls[:2] == [1, 2]  # chosen at start, then the trial of all cores
