@@ -63,7 +63,7 @@ def undertrained_note(result: TrainResult) -> str | None:
         return None
     speed = f"{rate / 1000:.1f}k chars/s"
     if reference and rate < BUSY_FACTOR * reference["chars_per_sec"]:
-        speed += (f", under half the ~{reference['chars_per_sec'] / 1000:.0f}k of an idle 2-core CPU: other "
-                  "programs were using it")
+        speed += (f", under half the ~{reference['chars_per_sec'] / 1000:.0f}k of an idle 2-core CPU with AVX-512: "
+                  "other programs were using it, or this CPU is slower")
     return (f"{what} ({result.step} step{'' if result.step == 1 else 's'} at {speed}). Give it a longer --time-budget (or --max-steps), "
             f"train on a quieter machine, or continue it with --resume {result.run_dir} --time-budget 5m")
