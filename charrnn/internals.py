@@ -28,7 +28,8 @@ from .model import CharRNN, Hidden
 GATES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), "rnn": ()}
 GATE_NAMES = {"i": "input", "f": "forget", "g": "candidate", "o": "output", "r": "reset", "z": "update",
               "n": "candidate"}
-DEFAULT_CHUNK = 512  # rows per chunk: the per-chunk arrays stay a few MB for a 2x512 model, and speed is flat above it
+DEFAULT_CHUNK = 2048  # rows per chunk: each torch.lstm call pays a fixed cost (oneDNN lays out the weights), so
+# 2,048 explains 100,000 characters with a 2x512 LSTM in 24 s against 36 s at 512, for ~250 MB more (BENCHMARKS.md)
 
 
 @dataclass

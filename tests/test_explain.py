@@ -110,6 +110,21 @@ def test_finder_scores_equal_auc_and_pearson_computed_directly(kind):
         assert len(r.ranked) == 2 * (2 if kind == "lstm" else 1) * 10  # every cell of every layer is scored
 
 
+def test_the_finder_scores_the_same_however_its_histograms_are_batched(monkeypatch):
+    """The finder histograms several chunks at once (a long text's speed); batches that end mid-chunk
+    and a text ending mid-batch give the scores of one batch for the whole text."""
+    import charrnn.cell_finder as cell_finder
+
+    vocab = Vocab.from_text(TEXT)
+    model = _random_model(vocab_size=len(vocab))
+    whole = ex.explain(model, vocab, TEXT, top_cells=40, chunk=37)
+    monkeypatch.setattr(cell_finder, "FLUSH_ROWS", 50)
+    batched = ex.explain(model, vocab, TEXT, top_cells=40, chunk=37)
+    assert [[(str(c.cell), c.score) for c in r.ranked] for r in whole.finder] == \
+           [[(str(c.cell), c.score) for c in r.ranked] for r in batched.finder]
+    assert [r.control for r in whole.finder] == [r.control for r in batched.finder]
+
+
 def test_every_view_is_the_same_whatever_the_chunk_size():
     vocab = Vocab.from_text(TEXT)
     model = _random_model(vocab_size=len(vocab))
