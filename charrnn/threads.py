@@ -44,6 +44,10 @@ THREADS_ENV = "CHARRNN_THREADS"
 # libgomp's spin before an idle thread sleeps (its own value when it sees more threads than cores).
 SPIN_COUNT = "1000"
 MAX_THREADS = 1024
+# Other programs keeping at least this much of a core busy when a command starts make it a loaded
+# start: OpenMP's idle threads then sleep at once (PASSIVE) and torch keeps every core.
+LOADED_AT_START = 0.5
+START_PROBE = 0.1  # seconds of /proc/stat the decision reads (before torch loads)
 
 
 @dataclass(frozen=True)
@@ -105,17 +109,28 @@ def prepare_process(threads: str | int | None = None) -> ThreadPlan:
     user_wait = [f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ]
     if user_wait:
         wait = " ".join(user_wait)
-    elif "torch" in sys.modules:
+    elif _torch_loaded():
         wait = "default"  # libgomp has read its environment already: setting it now would change nothing
+    elif n is None and other_load(START_PROBE, fresh=True) >= LOADED_AT_START:
+        # Beside busy programs, sleeping at once beats any spin (contention.py: batch-64 sampling
+        # beside 2 busy processes, 2 PASSIVE threads 20k chars/s, 1 thread 14k, 2 spinning 12k);
+        # on a quiet machine it costs 13-30%, so only a loaded start gets it.
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        wait = "OMP_WAIT_POLICY=PASSIVE"
     else:
         os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
         wait = f"GOMP_SPINCOUNT={SPIN_COUNT}"
-    if n is not None and source != "OMP_NUM_THREADS" and "torch" not in sys.modules:
+    if n is not None and source != "OMP_NUM_THREADS" and not _torch_loaded():
         os.environ["OMP_NUM_THREADS"] = str(n)  # the pool starts at the right size; children inherit it
     _plan = ThreadPlan(n, source, wait)
     _applied = False
     _probe = (time.monotonic(), _cpu_times(), _own_cpu())
     return _plan
+
+
+def _torch_loaded() -> bool:
+    """Whether libgomp has read its environment already (it does when torch loads)."""
+    return "torch" in sys.modules
 
 
 def current_plan() -> ThreadPlan | None:
@@ -142,9 +157,16 @@ def apply() -> int | None:
 
         return torch.get_num_threads()
     _applied = True
-    n = _plan.threads if _plan.threads is not None else threads_for_load(other_load())
-    set_threads(n)
-    return n
+    if _plan.threads is not None:
+        set_threads(_plan.threads)
+        return _plan.threads
+    n = threads_for_load(other_load())
+    # Torch's threads sleep when idle under PASSIVE, so beside busy programs every core still
+    # helps them (each thread gets its share of the CPU); NumPy's OpenBLAS threads spin whatever
+    # OpenMP is told, so they keep to the free cores (batch-1 sampling fell 20-fold otherwise).
+    torch_threads = available_cores() if _plan.openmp_wait == "OMP_WAIT_POLICY=PASSIVE" else n
+    set_threads(torch_threads, blas=n)
+    return torch_threads
 
 
 def threads_for_load(busy_elsewhere: float, cores: int | None = None) -> int:
@@ -154,12 +176,12 @@ def threads_for_load(busy_elsewhere: float, cores: int | None = None) -> int:
     return max(1, min(cores, int(cores - busy_elsewhere + 0.3)))
 
 
-def other_load(window: float = 0.1) -> float:
+def other_load(window: float = 0.1, fresh: bool = False) -> float:
     """Cores kept busy by other programs: /proc/stat's busy time less this process's own CPU time,
-    over the time since `prepare_process` (or over `window` seconds now, if that is too short).
-    Niced programs count only when this process is niced too: otherwise they yield to it."""
+    over the time since `prepare_process` (or over `window` seconds now, if that is too short, or
+    with `fresh`). Niced programs count only when this process is niced too: otherwise they yield to it."""
     start = _probe
-    if start is None or time.monotonic() - start[0] < 0.25 or start[1] is None:
+    if fresh or start is None or time.monotonic() - start[0] < 0.25 or start[1] is None:
         start = (time.monotonic(), _cpu_times(), _own_cpu())
         time.sleep(window)
     end = (time.monotonic(), _cpu_times(), _own_cpu())
@@ -222,14 +244,14 @@ def _torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def set_threads(n: int) -> None:
-    """Use n threads in torch's intra-op pool (and oneDNN, MKL) and in NumPy's BLAS."""
+def set_threads(n: int, blas: int | None = None) -> None:
+    """Use n threads in torch's intra-op pool (and oneDNN, MKL) and `blas` (default n) in NumPy's BLAS."""
     import numpy  # noqa: F401  (loads the BLAS, so the controller below finds it)
     import torch
 
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
-    _blas_controller().limit(limits=n, user_api="blas")
+    _blas_controller().limit(limits=n if blas is None else blas, user_api="blas")
 
 
 _controller = None
@@ -254,9 +276,9 @@ class StepTuner:
     current count's steps become `drift` times slower or faster than when it was chosen (a
     neighbour came or went; at most once per `period`). The first `settle_steps` steps of a run
     are not timed (allocations, oneDNN's first primitives: they would make any trial look fast).
-    When the machine was quiet at start (all cores chosen) the first trial waits a `period`:
-    all cores are then 1.5-1.8x faster and a trial of one thread only costs time; under load at
-    start the other count is tried at once. A trial whose first timed step is already twice as
+    When the machine was quiet at start the first trial waits a `period`: all cores are then
+    1.5-1.8x faster and a trial of one thread only costs time; after a loaded start the other
+    count is tried at once. A trial whose first timed step is already twice as
     slow as the current median ends there: on a loaded machine the all-cores steps can be several
     times slower, and a trial should cost a step or two, not a minute.
     Inactive (every call a no-op) unless the plan is automatic.
@@ -276,8 +298,9 @@ class StepTuner:
         self.reference: float | None = None  # the current count's median step time when chosen
         self.trial: int | None = None  # the count being tried
         self.trial_times: list[float] = []
-        quiet_start = self.current >= max(self.candidates)
-        self.next_check = clock() + (period if quiet_start else 0.0)
+        loaded_start = (_plan is not None and _plan.openmp_wait == "OMP_WAIT_POLICY=PASSIVE") or \
+            self.current < max(self.candidates)
+        self.next_check = clock() + (0.0 if loaded_start else period)
         self.last_trial_end = -float("inf")
         self.trials = 0
 

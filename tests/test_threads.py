@@ -108,6 +108,15 @@ def test_thread_count_follows_the_free_cores():
     assert threads.threads_for_load(2.0, cores=8) == 6
 
 
+def _clear_thread_env(monkeypatch):
+    """No thread settings in the environment, and whatever prepare_process sets is undone afterwards."""
+    for key in THREAD_ENV:
+        monkeypatch.setenv(key, "")  # records the key's state, so what the test leaves is removed
+        monkeypatch.delenv(key)
+    # As in a fresh `charrnn` process, where the policy is chosen before torch loads.
+    monkeypatch.setattr(threads, "_torch_loaded", lambda: False)
+
+
 class FakeClock:
     def __init__(self):
         self.now = 0.0
@@ -119,12 +128,11 @@ class FakeClock:
 @pytest.fixture
 def auto_tuner(monkeypatch):
     """A StepTuner on a pretend 2-core machine, quiet at start, recording the counts it sets."""
-    for key in THREAD_ENV:
-        monkeypatch.delenv(key, raising=False)
+    _clear_thread_env(monkeypatch)
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
-    monkeypatch.setattr(threads, "other_load", lambda window=0.1: 0.0)
+    monkeypatch.setattr(threads, "other_load", lambda window=0.1, fresh=False: 0.0)
     calls: list[int] = []
-    monkeypatch.setattr(threads, "set_threads", calls.append)
+    monkeypatch.setattr(threads, "set_threads", lambda n, blas=None: calls.append(n))
     threads.prepare_process()
     clock = FakeClock()
     tuner = threads.StepTuner(period=10.0, max_period=40.0, trial_steps=3, warm_steps=1, settle_steps=2, clock=clock)
@@ -166,18 +174,38 @@ def test_slow_first_steps_do_not_start_a_trial_on_a_quiet_machine(auto_tuner):
 
 
 def test_under_load_at_start_the_other_count_is_tried_at_once(monkeypatch):
-    for key in THREAD_ENV:
-        monkeypatch.delenv(key, raising=False)
+    _clear_thread_env(monkeypatch)
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
-    monkeypatch.setattr(threads, "other_load", lambda window=0.1: 1.0)  # a neighbour holds a core
+    monkeypatch.setattr(threads, "other_load", lambda window=0.1, fresh=False: 1.0)  # a neighbour holds a core
     calls: list[int] = []
-    monkeypatch.setattr(threads, "set_threads", calls.append)
+    monkeypatch.setattr(threads, "set_threads", lambda n, blas=None: calls.append(n))
     threads.prepare_process()
     clock = FakeClock()
     tuner = threads.StepTuner(period=10.0, trial_steps=3, settle_steps=2, clock=clock)
-    assert calls == [1]
-    feed(tuner, clock, 0.10, 5)  # two untimed steps, three timed: then all cores are tried
-    assert calls == [1, 2] and tuner.trial == 2
+    assert calls == [2]  # PASSIVE: sleeping threads, every core
+    feed(tuner, clock, 0.10, 5)  # two untimed steps, three timed: then one thread is tried
+    assert calls == [2, 1] and tuner.trial == 1
+
+
+def test_a_loaded_start_makes_idle_threads_sleep_and_keeps_blas_to_the_free_cores(monkeypatch):
+    """Beside busy programs: OMP_WAIT_POLICY=PASSIVE and every core for torch (sleeping threads
+    take their share of the CPU), but NumPy's OpenBLAS, whose threads spin regardless, gets the
+    free cores only. On a quiet start: a short spin, and every core for both."""
+    _clear_thread_env(monkeypatch)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    calls: list[tuple[int, int | None]] = []
+    monkeypatch.setattr(threads, "set_threads", lambda n, blas=None: calls.append((n, blas)))
+    monkeypatch.setattr(threads, "other_load", lambda window=0.1, fresh=False: 1.2)
+    plan = threads.prepare_process()
+    assert plan.openmp_wait == "OMP_WAIT_POLICY=PASSIVE" and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "GOMP_SPINCOUNT" not in os.environ
+    assert threads.apply() == 2 and calls == [(2, 1)]
+    del os.environ["OMP_WAIT_POLICY"]
+    monkeypatch.setattr(threads, "other_load", lambda window=0.1, fresh=False: 0.1)
+    calls.clear()
+    plan = threads.prepare_process()
+    assert plan.openmp_wait == "GOMP_SPINCOUNT=1000" and "OMP_WAIT_POLICY" not in os.environ
+    assert threads.apply() == 2 and calls == [(2, 2)]
 
 
 def test_a_losing_trial_ends_early_and_the_checks_become_rarer(auto_tuner):
@@ -209,7 +237,7 @@ def test_a_neighbour_arriving_triggers_a_check_at_once(auto_tuner):
 
 def test_a_fixed_count_is_never_tuned(monkeypatch):
     calls: list[int] = []
-    monkeypatch.setattr(threads, "set_threads", calls.append)
+    monkeypatch.setattr(threads, "set_threads", lambda n, blas=None: calls.append(n))
     threads.prepare_process("2")
     tuner = threads.StepTuner()
     for _ in range(50):
@@ -222,15 +250,14 @@ def test_training_reports_its_steps_to_the_tuner(monkeypatch, tmp_path, tiny_tex
     """The trainer's loop drives the A/B: with an automatic plan the other count is tried."""
     from charrnn.train import train
 
-    for key in THREAD_ENV:
-        monkeypatch.delenv(key, raising=False)
+    _clear_thread_env(monkeypatch)
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
-    monkeypatch.setattr(threads, "other_load", lambda window=0.1: 1.0)  # a busy neighbour at start
+    monkeypatch.setattr(threads, "other_load", lambda window=0.1, fresh=False: 1.0)  # a busy neighbour at start
     calls: list[int] = []
-    monkeypatch.setattr(threads, "set_threads", calls.append)
+    monkeypatch.setattr(threads, "set_threads", lambda n, blas=None: calls.append(n))
     threads.prepare_process()
     events: list[dict] = []
     train(tiny_text, tmp_path / "run", tiny_model_config, tiny_train_config.replace(max_steps=20), log=events.append)
     start = next(e for e in events if e["event"] == "start")
-    assert start["threads"] == 1 and start["threads_auto"]
-    assert calls[:2] == [1, 2]  # chosen at start, then the trial of all cores
+    assert start["threads"] == 2 and start["threads_auto"]  # a loaded start: PASSIVE, every core
+    assert calls[:2] == [2, 1]  # chosen at start, then the trial of one thread
