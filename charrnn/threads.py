@@ -11,10 +11,16 @@ thread: 27k); NumPy's OpenBLAS sampling at batch 1 fell 20-fold. So:
   instead of libgomp's default 300,000 (milliseconds). The waits between the parallel regions of
   an LSTM step are shorter than that, so a quiet machine loses nothing (measured: 18.6-19.7k
   against 17.5-18.7k chars/s), while a thread whose partner was descheduled stops burning the
-  core the partner needs (beside busy processes: 2.3-3.0k against 0.4-0.8k chars/s, as fast as
-  OMP_WAIT_POLICY=PASSIVE, which costs 13-20% on a quiet machine because every region then
-  starts with a wake-up). libgomp reads this once, when torch is imported, so it is set at
-  process start (`prepare_process`, which the CLI calls before any command imports torch).
+  core the partner needs (beside busy processes: 2.3-3.0k against 0.4-0.8k chars/s).
+* When other programs already keep half a core or more busy as a command starts (a 0.1 s look at
+  /proc/stat), idle threads sleep at once instead (OMP_WAIT_POLICY=PASSIVE) and torch keeps every
+  core: a sleeping thread takes only its share of the CPU, and beside two busy processes batch-64
+  sampling ran at 20k chars/s with 2 PASSIVE threads against 14k with one and 12k with 2 spinning
+  ones. PASSIVE costs 13-30% on a quiet machine (every parallel region starts with a wake-up), so
+  a quiet start keeps the short spin. NumPy's OpenBLAS threads spin whatever OpenMP is told, so
+  BLAS keeps to the free cores either way. libgomp reads its policy once, when torch is imported,
+  so it is set at process start (`prepare_process`, which the CLI calls before any command
+  imports torch).
 * The thread count is chosen when work starts (`apply`) from the load measured on the other
   cores, and training re-checks it by timing steps at each candidate count (`StepTuner`): an online
   A/B that follows a neighbour who comes and goes.
@@ -276,9 +282,9 @@ class StepTuner:
     current count's steps become `drift` times slower or faster than when it was chosen (a
     neighbour came or went; at most once per `period`). The first `settle_steps` steps of a run
     are not timed (allocations, oneDNN's first primitives: they would make any trial look fast).
-    When the machine was quiet at start the first trial waits a `period`: all cores are then
-    1.5-1.8x faster and a trial of one thread only costs time; after a loaded start the other
-    count is tried at once. A trial whose first timed step is already twice as
+    The first trial waits a `period`: the choice made at start is already the best guess (on a quiet
+    machine all cores are 1.5-1.8x faster; beside busy programs, PASSIVE threads on every core were
+    the fastest or within 5% in contention.py), and a trial in the first seconds only costs time. A trial whose first timed step is already twice as
     slow as the current median ends there: on a loaded machine the all-cores steps can be several
     times slower, and a trial should cost a step or two, not a minute.
     Inactive (every call a no-op) unless the plan is automatic.
@@ -298,9 +304,9 @@ class StepTuner:
         self.reference: float | None = None  # the current count's median step time when chosen
         self.trial: int | None = None  # the count being tried
         self.trial_times: list[float] = []
-        loaded_start = (_plan is not None and _plan.openmp_wait == "OMP_WAIT_POLICY=PASSIVE") or \
-            self.current < max(self.candidates)
-        self.next_check = clock() + (0.0 if loaded_start else period)
+        # The start's choice is the best guess there is (all cores quiet; PASSIVE and all cores, or
+        # the free cores, beside busy programs): the first trial waits a period, unless steps drift.
+        self.next_check = clock() + period
         self.last_trial_end = -float("inf")
         self.trials = 0
 

@@ -3,6 +3,8 @@ re-checked while training, and the user's own settings win."""
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import os
 import subprocess
@@ -173,7 +175,7 @@ def test_slow_first_steps_do_not_start_a_trial_on_a_quiet_machine(auto_tuner):
     assert tuner.reference == pytest.approx(0.10)
 
 
-def test_under_load_at_start_the_other_count_is_tried_at_once(monkeypatch):
+def test_under_load_at_start_the_first_trial_also_waits_a_period(monkeypatch):
     _clear_thread_env(monkeypatch)
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
     monkeypatch.setattr(threads, "other_load", lambda window=0.1, fresh=False: 1.0)  # a neighbour holds a core
@@ -183,8 +185,10 @@ def test_under_load_at_start_the_other_count_is_tried_at_once(monkeypatch):
     clock = FakeClock()
     tuner = threads.StepTuner(period=10.0, trial_steps=3, settle_steps=2, clock=clock)
     assert calls == [2]  # PASSIVE: sleeping threads, every core
-    feed(tuner, clock, 0.10, 5)  # two untimed steps, three timed: then one thread is tried
-    assert calls == [2, 1] and tuner.trial == 1
+    feed(tuner, clock, 0.10, 50)
+    assert calls == [2]  # 5 s: not yet
+    feed(tuner, clock, 0.10, 60)
+    assert calls[:2] == [2, 1]  # after the period, one thread is tried
 
 
 def test_a_loaded_start_makes_idle_threads_sleep_and_keeps_blas_to_the_free_cores(monkeypatch):
@@ -257,6 +261,8 @@ def test_training_reports_its_steps_to_the_tuner(monkeypatch, tmp_path, tiny_tex
     monkeypatch.setattr(threads, "set_threads", lambda n, blas=None: calls.append(n))
     threads.prepare_process()
     events: list[dict] = []
+    training = importlib.import_module("charrnn.train")  # (`charrnn.train` itself is the function)
+    monkeypatch.setattr(training, "StepTuner", functools.partial(threads.StepTuner, period=0.0))  # no waiting
     train(tiny_text, tmp_path / "run", tiny_model_config, tiny_train_config.replace(max_steps=20), log=events.append)
     start = next(e for e in events if e["event"] == "start")
     assert start["threads"] == 2 and start["threads_auto"]  # a loaded start: PASSIVE, every core
