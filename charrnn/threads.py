@@ -117,7 +117,7 @@ def prepare_process(threads: str | int | None = None) -> ThreadPlan:
         wait = " ".join(user_wait)
     elif _torch_loaded():
         wait = "default"  # libgomp has read its environment already: setting it now would change nothing
-    elif n is None and other_load(START_PROBE, fresh=True) >= LOADED_AT_START:
+    elif n is None and _loaded_at_start():
         # Beside busy programs, sleeping at once beats any spin (contention.py: batch-64 sampling
         # beside 2 busy processes, 2 PASSIVE threads 20k chars/s, 1 thread 14k, 2 spinning 12k);
         # on a quiet machine it costs 13-30%, so only a loaded start gets it.
@@ -182,14 +182,43 @@ def threads_for_load(busy_elsewhere: float, cores: int | None = None) -> int:
     return max(1, min(cores, int(cores - busy_elsewhere + 0.3)))
 
 
-def other_load(window: float = 0.1, fresh: bool = False) -> float:
+def other_load(window: float = 0.1) -> float:
     """Cores kept busy by other programs: /proc/stat's busy time less this process's own CPU time,
-    over the time since `prepare_process` (or over `window` seconds now, if that is too short, or
-    with `fresh`). Niced programs count only when this process is niced too: otherwise they yield to it."""
+    over the time since `prepare_process` (or over `window` seconds now, if that is too short).
+    Niced programs count only when this process is niced too: otherwise they yield to it."""
     start = _probe
-    if fresh or start is None or time.monotonic() - start[0] < 0.25 or start[1] is None:
+    if start is None or time.monotonic() - start[0] < 0.25 or start[1] is None:
         start = (time.monotonic(), _cpu_times(), _own_cpu())
         time.sleep(window)
+    return _busy_since(start)
+
+
+def _loaded_at_start() -> bool:
+    """Whether other programs keep at least LOADED_AT_START of a core busy right now, over START_PROBE
+    seconds: /proc/stat's busy time (less ours) says so, and so does the median count of other
+    runnable tasks (/proc/loadavg). The count keeps a program that has just ended (its exit still
+    shows in /proc/stat for a moment: a command started right after another) from counting."""
+    start = (time.monotonic(), _cpu_times(), _own_cpu())
+    runnable = []
+    for _ in range(5):
+        time.sleep(START_PROBE / 5)
+        runnable.append(_runnable_others())
+    if _busy_since(start) < LOADED_AT_START:
+        return False
+    counts = [r for r in runnable if r is not None]
+    return not counts or statistics.median(counts) >= 1
+
+
+def _runnable_others() -> int | None:
+    """Tasks ready to run now, less this one (the 4th field of /proc/loadavg); None where unknown."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            return max(0, int(f.read().split()[3].split("/")[0]) - 1)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _busy_since(start: tuple[float, tuple[float, float] | None, float]) -> float:
     end = (time.monotonic(), _cpu_times(), _own_cpu())
     if start[1] is None or end[1] is None:  # no /proc/stat (not Linux): the 1-minute load average
         try:

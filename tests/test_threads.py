@@ -115,8 +115,10 @@ def _clear_thread_env(monkeypatch):
     for key in THREAD_ENV:
         monkeypatch.setenv(key, "")  # records the key's state, so what the test leaves is removed
         monkeypatch.delenv(key)
-    # As in a fresh `charrnn` process, where the policy is chosen before torch loads.
+    # As in a fresh `charrnn` process, where the policy is chosen before torch loads; a quiet start
+    # unless the test says otherwise.
     monkeypatch.setattr(threads, "_torch_loaded", lambda: False)
+    monkeypatch.setattr(threads, "_loaded_at_start", lambda: False)
 
 
 class FakeClock:
@@ -132,7 +134,7 @@ def auto_tuner(monkeypatch):
     """A StepTuner on a pretend 2-core machine, quiet at start, recording the counts it sets."""
     _clear_thread_env(monkeypatch)
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
-    monkeypatch.setattr(threads, "other_load", lambda window=0.1, fresh=False: 0.0)
+    monkeypatch.setattr(threads, "other_load", lambda window=0.1: 0.0)
     calls: list[int] = []
     monkeypatch.setattr(threads, "set_threads", lambda n, blas=None: calls.append(n))
     threads.prepare_process()
@@ -178,7 +180,8 @@ def test_slow_first_steps_do_not_start_a_trial_on_a_quiet_machine(auto_tuner):
 def test_under_load_at_start_the_first_trial_also_waits_a_period(monkeypatch):
     _clear_thread_env(monkeypatch)
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
-    monkeypatch.setattr(threads, "other_load", lambda window=0.1, fresh=False: 1.0)  # a neighbour holds a core
+    monkeypatch.setattr(threads, "other_load", lambda window=0.1: 1.0)  # a neighbour holds a core
+    monkeypatch.setattr(threads, "_loaded_at_start", lambda: True)
     calls: list[int] = []
     monkeypatch.setattr(threads, "set_threads", lambda n, blas=None: calls.append(n))
     threads.prepare_process()
@@ -191,6 +194,19 @@ def test_under_load_at_start_the_first_trial_also_waits_a_period(monkeypatch):
     assert calls[:2] == [2, 1]  # after the period, one thread is tried
 
 
+def test_a_program_that_has_just_ended_is_not_a_loaded_start(monkeypatch):
+    """/proc/stat still shows a process that just exited as busy; no task is runnable any more."""
+    ticks = iter([(100.0, 0.0), (100.6, 0.0)])  # 0.6 core-seconds of someone's busy time in the window
+    monkeypatch.setattr(threads, "_cpu_times", lambda: next(ticks))
+    monkeypatch.setattr(threads, "_own_cpu", lambda: 0.0)
+    monkeypatch.setattr(threads, "START_PROBE", 0.01)
+    monkeypatch.setattr(threads, "_runnable_others", lambda: 0)
+    assert not threads._loaded_at_start()
+    ticks = iter([(100.0, 0.0), (100.6, 0.0)])
+    monkeypatch.setattr(threads, "_runnable_others", lambda: 1)  # a neighbour that keeps running
+    assert threads._loaded_at_start()
+
+
 def test_a_loaded_start_makes_idle_threads_sleep_and_keeps_blas_to_the_free_cores(monkeypatch):
     """Beside busy programs: OMP_WAIT_POLICY=PASSIVE and every core for torch (sleeping threads
     take their share of the CPU), but NumPy's OpenBLAS, whose threads spin regardless, gets the
@@ -199,13 +215,15 @@ def test_a_loaded_start_makes_idle_threads_sleep_and_keeps_blas_to_the_free_core
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
     calls: list[tuple[int, int | None]] = []
     monkeypatch.setattr(threads, "set_threads", lambda n, blas=None: calls.append((n, blas)))
-    monkeypatch.setattr(threads, "other_load", lambda window=0.1, fresh=False: 1.2)
+    monkeypatch.setattr(threads, "other_load", lambda window=0.1: 1.2)
+    monkeypatch.setattr(threads, "_loaded_at_start", lambda: True)
     plan = threads.prepare_process()
     assert plan.openmp_wait == "OMP_WAIT_POLICY=PASSIVE" and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
     assert "GOMP_SPINCOUNT" not in os.environ
     assert threads.apply() == 2 and calls == [(2, 1)]
     del os.environ["OMP_WAIT_POLICY"]
-    monkeypatch.setattr(threads, "other_load", lambda window=0.1, fresh=False: 0.1)
+    monkeypatch.setattr(threads, "other_load", lambda window=0.1: 0.1)
+    monkeypatch.setattr(threads, "_loaded_at_start", lambda: False)
     calls.clear()
     plan = threads.prepare_process()
     assert plan.openmp_wait == "GOMP_SPINCOUNT=1000" and "OMP_WAIT_POLICY" not in os.environ
@@ -256,7 +274,8 @@ def test_training_reports_its_steps_to_the_tuner(monkeypatch, tmp_path, tiny_tex
 
     _clear_thread_env(monkeypatch)
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
-    monkeypatch.setattr(threads, "other_load", lambda window=0.1, fresh=False: 1.0)  # a busy neighbour at start
+    monkeypatch.setattr(threads, "other_load", lambda window=0.1: 1.0)  # a busy neighbour at start
+    monkeypatch.setattr(threads, "_loaded_at_start", lambda: True)
     calls: list[int] = []
     monkeypatch.setattr(threads, "set_threads", lambda n, blas=None: calls.append(n))
     threads.prepare_process()
