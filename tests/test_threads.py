@@ -121,6 +121,19 @@ def _clear_thread_env(monkeypatch):
     monkeypatch.setattr(threads, "_loaded_at_start", lambda: False)
 
 
+def _two_cores(monkeypatch, busy_elsewhere: float) -> list[int]:
+    """A pretend 2-core machine where others keep `busy_elsewhere` cores busy (a loaded start from
+    half a core); returns the torch thread counts set, in order, as prepare_process plans them."""
+    _clear_thread_env(monkeypatch)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "other_load", lambda window=0.1: busy_elsewhere)
+    monkeypatch.setattr(threads, "_loaded_at_start", lambda: busy_elsewhere >= threads.LOADED_AT_START)
+    calls: list[int] = []
+    monkeypatch.setattr(threads, "set_threads", lambda n, blas=None: calls.append(n))
+    threads.prepare_process()
+    return calls
+
+
 class FakeClock:
     def __init__(self):
         self.now = 0.0
@@ -132,12 +145,7 @@ class FakeClock:
 @pytest.fixture
 def auto_tuner(monkeypatch):
     """A StepTuner on a pretend 2-core machine, quiet at start, recording the counts it sets."""
-    _clear_thread_env(monkeypatch)
-    monkeypatch.setattr(threads, "available_cores", lambda: 2)
-    monkeypatch.setattr(threads, "other_load", lambda window=0.1: 0.0)
-    calls: list[int] = []
-    monkeypatch.setattr(threads, "set_threads", lambda n, blas=None: calls.append(n))
-    threads.prepare_process()
+    calls = _two_cores(monkeypatch, 0.0)
     clock = FakeClock()
     tuner = threads.StepTuner(period=10.0, max_period=40.0, trial_steps=3, warm_steps=1, settle_steps=2, clock=clock)
     feed(tuner, clock, 0.30, 2)  # the first steps of a run are slow (allocations) and not timed
@@ -178,13 +186,7 @@ def test_slow_first_steps_do_not_start_a_trial_on_a_quiet_machine(auto_tuner):
 
 
 def test_under_load_at_start_the_first_trial_also_waits_a_period(monkeypatch):
-    _clear_thread_env(monkeypatch)
-    monkeypatch.setattr(threads, "available_cores", lambda: 2)
-    monkeypatch.setattr(threads, "other_load", lambda window=0.1: 1.0)  # a neighbour holds a core
-    monkeypatch.setattr(threads, "_loaded_at_start", lambda: True)
-    calls: list[int] = []
-    monkeypatch.setattr(threads, "set_threads", lambda n, blas=None: calls.append(n))
-    threads.prepare_process()
+    calls = _two_cores(monkeypatch, 1.0)  # a neighbour holds a core
     clock = FakeClock()
     tuner = threads.StepTuner(period=10.0, trial_steps=3, settle_steps=2, clock=clock)
     assert calls == [2]  # PASSIVE: sleeping threads, every core
@@ -272,13 +274,7 @@ def test_training_reports_its_steps_to_the_tuner(monkeypatch, tmp_path, tiny_tex
     """The trainer's loop drives the A/B: with an automatic plan the other count is tried."""
     from charrnn.train import train
 
-    _clear_thread_env(monkeypatch)
-    monkeypatch.setattr(threads, "available_cores", lambda: 2)
-    monkeypatch.setattr(threads, "other_load", lambda window=0.1: 1.0)  # a busy neighbour at start
-    monkeypatch.setattr(threads, "_loaded_at_start", lambda: True)
-    calls: list[int] = []
-    monkeypatch.setattr(threads, "set_threads", lambda n, blas=None: calls.append(n))
-    threads.prepare_process()
+    calls = _two_cores(monkeypatch, 1.0)  # a busy neighbour at start
     events: list[dict] = []
     training = importlib.import_module("charrnn.train")  # (`charrnn.train` itself is the function)
     monkeypatch.setattr(training, "StepTuner", functools.partial(threads.StepTuner, period=0.0))  # no waiting
