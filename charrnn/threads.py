@@ -22,8 +22,9 @@ thread: 27k); NumPy's OpenBLAS sampling at batch 1 fell 20-fold. So:
   so it is set at process start (`prepare_process`, which the CLI calls before any command
   imports torch).
 * The thread count is chosen when work starts (`apply`) from the load measured on the other
-  cores, and training re-checks it by timing steps at each candidate count (`StepTuner`): an online
-  A/B that follows a neighbour who comes and goes.
+  cores. After a quiet start, training re-checks it by timing steps at each candidate count
+  (`StepTuner`): an online A/B that follows a neighbour who arrives later. After a loaded start
+  the sleeping threads keep every core (the fastest or close at every load measured).
 * Users decide when they say so: `--threads N` / `CHARRNN_THREADS=N` fix the count, and an
   `OMP_NUM_THREADS`, `OMP_WAIT_POLICY` or `GOMP_SPINCOUNT` already in the environment is left alone
   (a fixed count is also what makes runs on the same machine repeat bit for bit).
@@ -63,6 +64,11 @@ class ThreadPlan:
     threads: int | None
     source: str  # "--threads", "CHARRNN_THREADS", "OMP_NUM_THREADS" or "auto"
     openmp_wait: str  # how idle OpenMP threads wait: what we set, what the user set, or "default"
+
+    @property
+    def threads_sleep(self) -> bool:
+        """Whether idle OpenMP threads sleep at once (PASSIVE): then every core helps torch."""
+        return "OMP_WAIT_POLICY=PASSIVE" in self.openmp_wait.upper()
 
 
 _plan: ThreadPlan | None = None  # None: nobody asked; the library leaves threads as it finds them
@@ -170,7 +176,7 @@ def apply() -> int | None:
     # Torch's threads sleep when idle under PASSIVE, so beside busy programs every core still
     # helps them (each thread gets its share of the CPU); NumPy's OpenBLAS threads spin whatever
     # OpenMP is told, so they keep to the free cores (batch-1 sampling fell 20-fold otherwise).
-    torch_threads = available_cores() if _plan.openmp_wait == "OMP_WAIT_POLICY=PASSIVE" else n
+    torch_threads = available_cores() if _plan.threads_sleep else n
     set_threads(torch_threads, blas=n)
     return torch_threads
 
@@ -311,19 +317,25 @@ class StepTuner:
     current count's steps become `drift` times slower or faster than when it was chosen (a
     neighbour came or went; at most once per `period`). The first `settle_steps` steps of a run
     are not timed (allocations, oneDNN's first primitives: they would make any trial look fast).
-    The first trial waits a `period`: the choice made at start is already the best guess (on a quiet
-    machine all cores are 1.5-1.8x faster; beside busy programs, PASSIVE threads on every core were
-    the fastest or within 5% in contention.py), and a trial in the first seconds only costs time. A trial whose first timed step is already twice as
-    slow as the current median ends there: on a loaded machine the all-cores steps can be several
-    times slower, and a trial should cost a step or two, not a minute.
-    Inactive (every call a no-op) unless the plan is automatic.
+    The first trial waits a `period`, drift or not: the choice made at start is already the best
+    guess (on a quiet machine all cores are 1.5-1.8x faster), and a trial in the first seconds only
+    costs time. A trial whose first timed step is already twice as slow as the current median ends
+    there: on a loaded machine the all-cores steps can be several times slower, and a trial should
+    cost a step or two, not a minute.
+    Inactive (every call a no-op) unless the plan is automatic and OpenMP's threads spin briefly (a
+    quiet start). After a loaded start they sleep at once, and then every core is best or close.
     """
 
     def __init__(self, period: float = 15.0, max_period: float = 120.0, trial_steps: int = 5,
                  warm_steps: int = 1, drift: float = 1.25, margin: float = 0.1, settle_steps: int = 2,
                  clock: Callable[[], float] = time.monotonic, on_cpu: bool = True):
-        # On a GPU the CPU threads hardly matter: nothing to tune.
-        self.active = on_cpu and _plan is not None and _plan.threads is None and available_cores() > 1
+        # On a GPU the CPU threads hardly matter: nothing to tune. Nor when idle threads sleep
+        # (a loaded start): every core was then as fast as one thread or faster at each load
+        # contention.py tried, while step times beside busy programs vary 2x from step to step, so
+        # a few steps of a trial picked one thread by chance (training beside 2 busy processes:
+        # 6.1-8.1k chars/s with trials, 7.4-10.4k without).
+        self.active = (on_cpu and _plan is not None and _plan.threads is None and not _plan.threads_sleep
+                       and available_cores() > 1)
         self.base_period, self.max_period, self.period = period, max_period, period
         self.trial_steps, self.warm_steps, self.drift, self.clock = trial_steps, warm_steps, drift, clock
         self.margin, self.unsettled = margin, settle_steps
@@ -333,10 +345,12 @@ class StepTuner:
         self.reference: float | None = None  # the current count's median step time when chosen
         self.trial: int | None = None  # the count being tried
         self.trial_times: list[float] = []
-        # The start's choice is the best guess there is (all cores quiet; PASSIVE and all cores, or
-        # the free cores, beside busy programs): the first trial waits a period, unless steps drift.
+        # The start's choice is the best guess there is (all cores on a quiet machine, the free
+        # cores beside busy programs): the first trial waits a period, even when steps drift. The
+        # first seconds' steps speed up as caches and allocations settle, which reads as drift:
+        # trying at once, 2 of 3 quiet 8-second runs tried one thread and one of them kept it.
         self.next_check = clock() + period
-        self.last_trial_end = -float("inf")
+        self.last_trial_end = clock()
         self.trials = 0
 
     def step_done(self, seconds: float) -> None:
