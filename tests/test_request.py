@@ -141,8 +141,10 @@ def test_the_cli_prints_the_librarys_line(run_dir, args, fragments):
 
 def test_an_empty_checkpoint_path_is_refused_not_read_as_the_current_folder(run_dir, monkeypatch):
     monkeypatch.chdir(run_dir)  # a folder holding a run: '' would have loaded it
-    for command in ("sample", "inspect"):
-        one_error_line(run(command, "-c", "", "-n", "5"), "is empty")
+    (run_dir / "some.txt").write_text("some text to read\n", encoding="utf-8")
+    for command in (["sample", "-n", "5"], ["inspect", "-n", "5"], ["score", "some.txt"], ["sweep"],
+                    ["explain", "some.txt"]):
+        one_error_line(run(*command, "-c", ""), "is empty")
 
 
 def test_generate_can_return_the_prime_as_the_cli_prints_it(run_dir):

@@ -26,6 +26,18 @@ class _FullHelpGroup(click.Group):
                 formatter.write_dl(rows)
 
 
+def _checkpoint_path(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+    """An empty -c would become '.' and load whatever the current folder holds: refuse it."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("is empty; give a run folder or a .pt file (or leave -c out for the most recent run)")
+    return None if value is None else Path(value)
+
+
+# The -c option of every command that reads a checkpoint.
+checkpoint_option = click.option("-c", "--checkpoint", type=click.Path(), callback=_checkpoint_path, default=None,
+                                 help="Run folder or .pt file.  [default: the most recent run]")
+
+
 def _checkpoint_dir(checkpoint: Path | None) -> Path:
     from ..checkpoint import find_latest
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from .common import _checkpoint_dir, _stdin_note
+from .common import _checkpoint_dir, _stdin_note, checkpoint_option
 
 
 @click.command()
 @click.argument("text_file", required=False, type=click.Path(allow_dash=True, path_type=Path))
-@click.option("-c", "--checkpoint", type=click.Path(path_type=Path), default=None, help="Run folder or .pt file.  [default: the most recent run]")
+@checkpoint_option
 @click.option("--start", type=int, default=0, show_default=True, help="First character of the text to explain.")
 @click.option("--length", type=int, default=None, help="Characters to explain from --start.  [default: to the end]")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder for explain.html, the figures and finder.csv.  [default: explain/<run name>]")

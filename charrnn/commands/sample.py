@@ -8,21 +8,14 @@ from typing import Any
 
 import click
 
-from .common import _checkpoint_dir, _threads_option
-
-
-def _checkpoint_path(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
-    """An empty -c would become '.' and load whatever the current folder holds: refuse it."""
-    if value is not None and not value.strip():
-        raise click.BadParameter("is empty; give a run folder or a .pt file (or leave -c out for the most recent run)")
-    return None if value is None else Path(value)
+from .common import _checkpoint_dir, _threads_option, checkpoint_option
 
 
 def _decoding_options(func: Any) -> Any:
     """The options shared by `sample` and `inspect`. A new decoding option (a field of
     `charrnn.decoding.Decoding`) gets its click option here, under the field's name."""
     options = [
-        click.option("-c", "--checkpoint", type=click.Path(), callback=_checkpoint_path, default=None, help="Run folder or .pt file.  [default: the most recent run]"),
+        checkpoint_option,
         click.option("-n", "--length", type=int, default=1000, show_default=True, help="Characters to generate (at most)."),
         click.option("-t", "--temperature", type=float, default=None, help="Softmax temperature; 0 means greedy.  [default: 0.8]"),
         click.option("--greedy", is_flag=True, help="Always take the most likely character (argmax)."),

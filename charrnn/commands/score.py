@@ -10,12 +10,12 @@ from pathlib import Path
 import click
 
 from ..errors import CharRNNError
-from .common import _checkpoint_dir, _stdin_note, _threads_option
+from .common import _checkpoint_dir, _stdin_note, _threads_option, checkpoint_option
 
 
 @click.command()
 @click.argument("text_file", type=click.Path(allow_dash=True, path_type=Path))
-@click.option("-c", "--checkpoint", type=click.Path(path_type=Path), default=None, help="Run folder or .pt file.  [default: the most recent run]")
+@checkpoint_option
 @click.option("--context", default="", help="Text the model reads first (not scored); without it the file's first character is only context.")
 @click.option("--per-char", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None, help="Write each character's surprisal (TSV: position, char, nats, bits) to this file ('-': stdout).")
 @click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True, help="What to do with characters the model never saw.")

@@ -9,13 +9,13 @@ import click
 
 from ..errors import CharRNNError
 from ..sweep import SweepConfig
-from .common import _checkpoint_dir, _stdin_note, _threads_option
+from .common import _checkpoint_dir, _stdin_note, _threads_option, checkpoint_option
 
 _SWEEP_DEFAULTS = SweepConfig()  # the dataclass is the single source of the sweep's defaults
 
 
 @click.command()
-@click.option("-c", "--checkpoint", type=click.Path(path_type=Path), default=None, help="Run folder or .pt file.  [default: the most recent run]")
+@checkpoint_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder for samples, metrics, plots and report.  [default: sweeps/<run name>]")
 @click.option("--temperatures", default=",".join(f"{t:g}" for t in _SWEEP_DEFAULTS.temperatures), show_default=True, help="Comma-separated softmax temperatures.")
 @click.option("--greedy/--no-greedy", default=True, show_default=True, help="Also decode greedily (argmax; one sample).")
