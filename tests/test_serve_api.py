@@ -208,7 +208,8 @@ BAD_BODIES = [
     (b'{"run": "alpha", "greedy": true, "top_k": 5}', 400, "greedy always takes the most likely character"),
     (b'{"run": "alpha", "beam": 3, "temperature": 0.5}', 400, "drop --temperature"),
     (b'{"run": "alpha", "seed": -1}', 400, "seed must be an integer in 0.."),
-    (b'{"run": "alpha", "prime": "xyz\xc3\xa9"}', 400, "not in the vocabulary"),
+    # the hint is in the API's words: a playground user has no --unknown to pass
+    (b'{"run": "alpha", "prime": "xyz\xc3\xa9"}', 400, '\'\u00e9\'; send "unknown": "skip"'),
     (b'{"run": "alpha", "prime": 5}', 400, "prime must be a string"),
     (b'{"run": "alpha", "stop": ["Z"]}', 400, "can never occur"),
     (b'{"run": "alpha", "stop": "\\\\q"}', 400, "unknown escape"),

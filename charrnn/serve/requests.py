@@ -279,6 +279,7 @@ def parse_generate(data: dict[str, Any], vocab: Vocab) -> GenerateRequest:
         raise CharRNNError("candidates are shown for sampled text; beam search takes none")
     if stream and generation.num_samples != 1:
         raise CharRNNError("a stream carries one sample; ask for num_samples > 1 without stream")
+    _encoded(vocab, generation.prime, "prime", generation.unknown)  # the hint in the API's words, not the CLI's
     generation.check_vocab(vocab)
     return GenerateRequest(run=run, generation=generation, candidates=candidates, stream=stream)
 
