@@ -7,24 +7,25 @@ late every time, while the others spin at the barrier and burn the time the neig
 yielded. On 2 cores beside one busy process the default 2x256 run fell from 30k to 14k chars/s (one
 thread: 27k); NumPy's OpenBLAS sampling at batch 1 fell 20-fold. So:
 
-* OpenMP's idle threads spin briefly, then sleep: GOMP_SPINCOUNT=1000 (microseconds)
-  instead of libgomp's default 300,000 (milliseconds). The waits between the parallel regions of
-  an LSTM step are shorter than that, so a quiet machine loses nothing (measured: 18.6-19.7k
-  against 17.5-18.7k chars/s), while a thread whose partner was descheduled stops burning the
-  core the partner needs (beside busy processes: 2.3-3.0k against 0.4-0.8k chars/s).
 * When other programs already keep half a core or more busy as a command starts (a 0.1 s look at
-  /proc/stat), idle threads sleep at once instead (OMP_WAIT_POLICY=PASSIVE) and torch keeps every
-  core: a sleeping thread takes only its share of the CPU, and beside two busy processes batch-64
-  sampling ran at 20k chars/s with 2 PASSIVE threads against 14k with one and 12k with 2 spinning
-  ones. PASSIVE costs 13-30% on a quiet machine (every parallel region starts with a wake-up), so
-  a quiet start keeps the short spin. NumPy's OpenBLAS threads spin whatever OpenMP is told, so
-  BLAS keeps to the free cores either way. libgomp reads its policy once, when torch is imported,
-  so it is set at process start (`prepare_process`, which the CLI calls before any command
-  imports torch).
+  /proc/stat, and the count of runnable tasks), idle OpenMP threads sleep at once
+  (OMP_WAIT_POLICY=PASSIVE) and torch keeps every core: a sleeping thread takes only its share of
+  the CPU. Beside two busy processes batch-64 sampling ran at 19k chars/s with 2 PASSIVE threads
+  against 13k with one and 2k with 2 spinning ones. NumPy's OpenBLAS threads spin whatever OpenMP
+  is told, so BLAS keeps to the free cores.
+* A quiet start keeps libgomp's own waiting (idle threads spin ~300,000 iterations, then sleep).
+  PASSIVE costs 13-30% on a quiet machine (every parallel region starts with a wake-up), and so
+  does a short spin at the many small regions of a sampling step (batch 64: 28k chars/s with the
+  default spin, 23k with GOMP_SPINCOUNT=1000); a spin long enough not to cost that (5,000 and up)
+  already collapses beside a busy neighbour (0.56x of the best beside one), so there is no middle
+  setting. libgomp reads its policy once, when torch is imported, so it is chosen at process start
+  (`prepare_process`, which the CLI calls before any command imports torch).
 * The thread count is chosen when work starts (`apply`) from the load measured on the other
   cores. After a quiet start, training re-checks it by timing steps at each candidate count
-  (`StepTuner`): an online A/B that follows a neighbour who arrives later. After a loaded start
-  the sleeping threads keep every core (the fastest or close at every load measured).
+  (`StepTuner`): a neighbour who arrives later makes two spinning threads several times slower,
+  and one thread wins the A/B. After a loaded start the sleeping threads keep every core (the
+  fastest or close at every load measured). Sampling commands keep their start's choice: they are
+  short, and one started beside the neighbour gets the loaded policy.
 * Users decide when they say so: `--threads N` / `CHARRNN_THREADS=N` fix the count, and an
   `OMP_NUM_THREADS`, `OMP_WAIT_POLICY` or `GOMP_SPINCOUNT` already in the environment is left alone
   (a fixed count is also what makes runs on the same machine repeat bit for bit).
@@ -48,8 +49,6 @@ from dataclasses import dataclass
 from .errors import CharRNNError
 
 THREADS_ENV = "CHARRNN_THREADS"
-# libgomp's spin before an idle thread sleeps (its own value when it sees more threads than cores).
-SPIN_COUNT = "1000"
 MAX_THREADS = 1024
 # Other programs keeping at least this much of a core busy when a command starts make it a loaded
 # start: OpenMP's idle threads then sleep at once (PASSIVE) and torch keeps every core.
@@ -104,8 +103,9 @@ def prepare_process(threads: str | int | None = None) -> ThreadPlan:
     """Choose this process's thread count and OpenMP waiting policy. Call before torch is imported.
 
     `threads`: a number fixes the count; None or 'auto' takes $CHARRNN_THREADS, else an explicit
-    $OMP_NUM_THREADS, else chooses from the load. The waiting policy is set only where the user set
-    neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT, and only takes effect if torch is not loaded yet.
+    $OMP_NUM_THREADS, else chooses from the load. Idle threads are made to sleep at once
+    (OMP_WAIT_POLICY=PASSIVE) when other programs keep the cores busy as this starts, unless the
+    user set OMP_WAIT_POLICY or GOMP_SPINCOUNT; that only takes effect if torch is not loaded yet.
     """
     global _plan, _applied, _probe
     n, source = parse_threads(threads, "--threads"), "--threads"
@@ -122,16 +122,15 @@ def prepare_process(threads: str | int | None = None) -> ThreadPlan:
     if user_wait:
         wait = " ".join(user_wait)
     elif _torch_loaded():
-        wait = "default"  # libgomp has read its environment already: setting it now would change nothing
-    elif n is None and _loaded_at_start():
+        wait = "as found (torch was loaded first)"  # libgomp has read its environment: setting it now changes nothing
+    elif n != 1 and _loaded_at_start():  # (one thread never waits for another)
         # Beside busy programs, sleeping at once beats any spin (contention.py: batch-64 sampling
-        # beside 2 busy processes, 2 PASSIVE threads 20k chars/s, 1 thread 14k, 2 spinning 12k);
+        # beside 2 busy processes, 2 PASSIVE threads 19k chars/s, 1 thread 13k, 2 spinning 2k);
         # on a quiet machine it costs 13-30%, so only a loaded start gets it.
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         wait = "OMP_WAIT_POLICY=PASSIVE"
     else:
-        os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
-        wait = f"GOMP_SPINCOUNT={SPIN_COUNT}"
+        wait = "default"  # libgomp's long spin: the fastest on a quiet machine
     if n is not None and source != "OMP_NUM_THREADS" and not _torch_loaded():
         os.environ["OMP_NUM_THREADS"] = str(n)  # the pool starts at the right size; children inherit it
     _plan = ThreadPlan(n, source, wait)
@@ -322,8 +321,8 @@ class StepTuner:
     costs time. A trial whose first timed step is already twice as slow as the current median ends
     there: on a loaded machine the all-cores steps can be several times slower, and a trial should
     cost a step or two, not a minute.
-    Inactive (every call a no-op) unless the plan is automatic and OpenMP's threads spin briefly (a
-    quiet start). After a loaded start they sleep at once, and then every core is best or close.
+    Inactive (every call a no-op) unless the plan is automatic and OpenMP's threads spin (a quiet
+    start). After a loaded start they sleep at once, and then every core is best or close.
     """
 
     def __init__(self, period: float = 15.0, max_period: float = 120.0, trial_steps: int = 5,

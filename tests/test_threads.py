@@ -24,6 +24,9 @@ THREAD_ENV = ("CHARRNN_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPI
 # Runs the real CLI as `python -m charrnn` does, then reports what the process ended up with.
 REPORT = r"""
 import json, os, runpy, sys
+from charrnn import threads  # (imports no torch)
+if os.environ.get("TEST_START") in ("loaded", "quiet"):  # what the 0.1 s look at the other cores finds
+    threads._loaded_at_start = lambda: os.environ["TEST_START"] == "loaded"
 sys.argv = ["charrnn", *sys.argv[1:]]
 try:
     runpy.run_module("charrnn", run_name="__main__", alter_sys=True)
@@ -63,13 +66,17 @@ def cli_report(checkpoint: Path, *args: str, **env: str) -> dict:
 
 
 def test_the_cli_sets_openmp_waiting_before_torch_loads(checkpoint):
-    report = cli_report(checkpoint)
-    # libgomp reads its environment when torch is imported: the plan says it was set in time
-    # ("default" would mean torch had been loaded first) and the variable is in the environment.
-    assert report["plan"]["openmp_wait"] == f"GOMP_SPINCOUNT={threads.SPIN_COUNT}"
-    assert report["env"]["GOMP_SPINCOUNT"] == threads.SPIN_COUNT
+    """libgomp reads its environment when torch is imported: a loaded start's PASSIVE must be in
+    the environment by then (the plan would say "torch was loaded first" otherwise)."""
+    report = cli_report(checkpoint, TEST_START="loaded")
+    assert report["plan"]["openmp_wait"] == "OMP_WAIT_POLICY=PASSIVE"
+    assert report["env"]["OMP_WAIT_POLICY"] == "PASSIVE" and report["env"]["GOMP_SPINCOUNT"] is None
     assert report["plan"]["source"] == "auto" and report["plan"]["threads"] is None
-    assert 1 <= report["torch_threads"] <= threads.available_cores()
+    assert report["torch_threads"] == threads.available_cores()  # sleeping threads: every core
+    # A quiet start keeps libgomp's own waiting, the fastest on a quiet machine: nothing is set.
+    report = cli_report(checkpoint, TEST_START="quiet")
+    assert report["plan"]["openmp_wait"] == "default"
+    assert report["env"]["OMP_WAIT_POLICY"] is None and report["env"]["GOMP_SPINCOUNT"] is None
 
 
 @pytest.mark.parametrize("args, env, threads_expected, source", [
@@ -79,13 +86,15 @@ def test_the_cli_sets_openmp_waiting_before_torch_loads(checkpoint):
     ([], {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "ACTIVE"}, 1, "OMP_NUM_THREADS"),
 ])
 def test_the_users_settings_win(checkpoint, args, env, threads_expected, source):
-    report = cli_report(checkpoint, *args, **env)
+    report = cli_report(checkpoint, *args, TEST_START="loaded", **env)
     assert report["torch_threads"] == threads_expected
     assert report["plan"]["source"] == source
     if "OMP_WAIT_POLICY" in env:  # the user's own waiting policy is left alone, and nothing is added
         assert report["env"]["OMP_WAIT_POLICY"] == "ACTIVE" and report["env"]["GOMP_SPINCOUNT"] is None
-    else:
-        assert report["env"]["GOMP_SPINCOUNT"] == threads.SPIN_COUNT
+    elif threads_expected == 1:  # one thread never waits for another: nothing to set
+        assert report["env"]["OMP_WAIT_POLICY"] is None
+    else:  # the user's count, with the loaded start's waiting
+        assert report["env"]["OMP_WAIT_POLICY"] == "PASSIVE"
 
 
 @pytest.mark.parametrize("args, env, fragment", [
@@ -226,7 +235,7 @@ def test_a_program_that_has_just_ended_is_not_a_loaded_start(monkeypatch):
 def test_a_loaded_start_makes_idle_threads_sleep_and_keeps_blas_to_the_free_cores(monkeypatch):
     """Beside busy programs: OMP_WAIT_POLICY=PASSIVE and every core for torch (sleeping threads
     take their share of the CPU), but NumPy's OpenBLAS, whose threads spin regardless, gets the
-    free cores only. On a quiet start: a short spin, and every core for both."""
+    free cores only. On a quiet start: libgomp's own waiting, and every core for both."""
     _clear_thread_env(monkeypatch)
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
     calls: list[tuple[int, int | None]] = []
@@ -242,7 +251,8 @@ def test_a_loaded_start_makes_idle_threads_sleep_and_keeps_blas_to_the_free_core
     monkeypatch.setattr(threads, "_loaded_at_start", lambda: False)
     calls.clear()
     plan = threads.prepare_process()
-    assert plan.openmp_wait == "GOMP_SPINCOUNT=1000" and "OMP_WAIT_POLICY" not in os.environ
+    assert plan.openmp_wait == "default" and "OMP_WAIT_POLICY" not in os.environ
+    assert "GOMP_SPINCOUNT" not in os.environ
     assert threads.apply() == 2 and calls == [(2, 2)]
 
 
