@@ -13,12 +13,15 @@ thread: 27k); NumPy's OpenBLAS sampling at batch 1 fell 20-fold. So:
   the CPU. Beside two busy processes batch-64 sampling ran at 19k chars/s with 2 PASSIVE threads
   against 13k with one and 2k with 2 spinning ones. NumPy's OpenBLAS threads spin whatever OpenMP
   is told, so BLAS keeps to the free cores.
-* A quiet start keeps libgomp's own waiting (idle threads spin ~300,000 iterations, then sleep).
+* A quiet start gets a spin of 5,000 iterations (GOMP_SPINCOUNT; libgomp's default is 300,000).
   PASSIVE costs 13-30% on a quiet machine (every parallel region starts with a wake-up), and so
-  does a short spin at the many small regions of a sampling step (batch 64: 28k chars/s with the
-  default spin, 23k with GOMP_SPINCOUNT=1000); a spin long enough not to cost that (5,000 and up)
-  already collapses beside a busy neighbour (0.56x of the best beside one), so there is no middle
-  setting. libgomp reads its policy once, when torch is imported, so it is chosen at process start
+  does a short spin at the many small regions of a sampling step (batch 64: 28.9k chars/s with the
+  default spin, 23.7k at 1,000, 27.5k at 5,000). The default's long spin costs the other way: a
+  torch thread still spinning after the prime's warm-up takes the core NumPy's BLAS needs, so
+  batch-1 sampling in 400-character calls ran at 4.8-7.5k chars/s against 9.6-10.8k at 5,000.
+  Longer spins also collapse sooner when a neighbour arrives later (beside one busy process,
+  batch-64 sampling: 0.85x of the best at 1,000, 0.56x at 5,000, 0.36x at the default). libgomp
+  reads its policy once, when torch is imported, so it is chosen at process start
   (`prepare_process`, which the CLI calls before any command imports torch).
 * The thread count is chosen when work starts (`apply`) from the load measured on the other
   cores. After a quiet start, training re-checks it by timing steps at each candidate count
@@ -49,6 +52,8 @@ from dataclasses import dataclass
 from .errors import CharRNNError
 
 THREADS_ENV = "CHARRNN_THREADS"
+# How long libgomp's idle threads spin before they sleep after a quiet start (its default: 300,000).
+SPIN_COUNT = "5000"
 MAX_THREADS = 1024
 # Other programs keeping at least this much of a core busy when a command starts make it a loaded
 # start: OpenMP's idle threads then sleep at once (PASSIVE) and torch keeps every core.
@@ -130,7 +135,8 @@ def prepare_process(threads: str | int | None = None) -> ThreadPlan:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         wait = "OMP_WAIT_POLICY=PASSIVE"
     else:
-        wait = "default"  # libgomp's long spin: the fastest on a quiet machine
+        os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+        wait = f"GOMP_SPINCOUNT={SPIN_COUNT}"
     if n is not None and source != "OMP_NUM_THREADS" and not _torch_loaded():
         os.environ["OMP_NUM_THREADS"] = str(n)  # the pool starts at the right size; children inherit it
     _plan = ThreadPlan(n, source, wait)

@@ -73,10 +73,10 @@ def test_the_cli_sets_openmp_waiting_before_torch_loads(checkpoint):
     assert report["env"]["OMP_WAIT_POLICY"] == "PASSIVE" and report["env"]["GOMP_SPINCOUNT"] is None
     assert report["plan"]["source"] == "auto" and report["plan"]["threads"] is None
     assert report["torch_threads"] == threads.available_cores()  # sleeping threads: every core
-    # A quiet start keeps libgomp's own waiting, the fastest on a quiet machine: nothing is set.
+    # A quiet start gets a bounded spin, also set in time.
     report = cli_report(checkpoint, TEST_START="quiet")
-    assert report["plan"]["openmp_wait"] == "default"
-    assert report["env"]["OMP_WAIT_POLICY"] is None and report["env"]["GOMP_SPINCOUNT"] is None
+    assert report["plan"]["openmp_wait"] == f"GOMP_SPINCOUNT={threads.SPIN_COUNT}"
+    assert report["env"]["OMP_WAIT_POLICY"] is None and report["env"]["GOMP_SPINCOUNT"] == threads.SPIN_COUNT
 
 
 @pytest.mark.parametrize("args, env, threads_expected, source", [
@@ -91,8 +91,8 @@ def test_the_users_settings_win(checkpoint, args, env, threads_expected, source)
     assert report["plan"]["source"] == source
     if "OMP_WAIT_POLICY" in env:  # the user's own waiting policy is left alone, and nothing is added
         assert report["env"]["OMP_WAIT_POLICY"] == "ACTIVE" and report["env"]["GOMP_SPINCOUNT"] is None
-    elif threads_expected == 1:  # one thread never waits for another: nothing to set
-        assert report["env"]["OMP_WAIT_POLICY"] is None
+    elif threads_expected == 1:  # one thread never waits for another: no load to look at
+        assert report["env"]["OMP_WAIT_POLICY"] is None and report["env"]["GOMP_SPINCOUNT"] == threads.SPIN_COUNT
     else:  # the user's count, with the loaded start's waiting
         assert report["env"]["OMP_WAIT_POLICY"] == "PASSIVE"
 
@@ -235,7 +235,7 @@ def test_a_program_that_has_just_ended_is_not_a_loaded_start(monkeypatch):
 def test_a_loaded_start_makes_idle_threads_sleep_and_keeps_blas_to_the_free_cores(monkeypatch):
     """Beside busy programs: OMP_WAIT_POLICY=PASSIVE and every core for torch (sleeping threads
     take their share of the CPU), but NumPy's OpenBLAS, whose threads spin regardless, gets the
-    free cores only. On a quiet start: libgomp's own waiting, and every core for both."""
+    free cores only. On a quiet start: a bounded spin, and every core for both."""
     _clear_thread_env(monkeypatch)
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
     calls: list[tuple[int, int | None]] = []
@@ -251,8 +251,7 @@ def test_a_loaded_start_makes_idle_threads_sleep_and_keeps_blas_to_the_free_core
     monkeypatch.setattr(threads, "_loaded_at_start", lambda: False)
     calls.clear()
     plan = threads.prepare_process()
-    assert plan.openmp_wait == "default" and "OMP_WAIT_POLICY" not in os.environ
-    assert "GOMP_SPINCOUNT" not in os.environ
+    assert plan.openmp_wait == f"GOMP_SPINCOUNT={threads.SPIN_COUNT}" and "OMP_WAIT_POLICY" not in os.environ
     assert threads.apply() == 2 and calls == [(2, 2)]
 
 
