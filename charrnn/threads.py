@@ -9,8 +9,8 @@ thread: 27k); NumPy's OpenBLAS sampling at batch 1 fell 20-fold. So:
 
 * When other programs already keep half a core or more busy as a command starts (a 0.1 s look at
   /proc/stat, and the count of runnable tasks), idle OpenMP threads sleep at once
-  (OMP_WAIT_POLICY=PASSIVE) and torch keeps every core: a sleeping thread takes only its share of
-  the CPU. Beside two busy processes batch-64 sampling ran at 19k chars/s with 2 PASSIVE threads
+  (OMP_WAIT_POLICY=PASSIVE). Torch uses the free cores while there are any, and every core once
+  others fill them all: a sleeping thread takes only its share of the CPU. Beside two busy processes batch-64 sampling ran at 19k chars/s with 2 PASSIVE threads
   against 13k with one and 2k with 2 spinning ones. NumPy's OpenBLAS threads spin whatever OpenMP
   is told, so BLAS keeps to the free cores.
 * A quiet start gets a spin of 5,000 iterations (GOMP_SPINCOUNT; libgomp's default is 300,000).
@@ -56,7 +56,7 @@ THREADS_ENV = "CHARRNN_THREADS"
 SPIN_COUNT = "5000"
 MAX_THREADS = 1024
 # Other programs keeping at least this much of a core busy when a command starts make it a loaded
-# start: OpenMP's idle threads then sleep at once (PASSIVE) and torch keeps every core.
+# start: OpenMP's idle threads then sleep at once (PASSIVE).
 LOADED_AT_START = 0.5
 START_PROBE = 0.1  # seconds of /proc/stat the decision reads (before torch loads)
 
@@ -177,11 +177,16 @@ def apply() -> int | None:
     if _plan.threads is not None:
         set_threads(_plan.threads)
         return _plan.threads
-    n = threads_for_load(other_load())
-    # Torch's threads sleep when idle under PASSIVE, so beside busy programs every core still
-    # helps them (each thread gets its share of the CPU); NumPy's OpenBLAS threads spin whatever
-    # OpenMP is told, so they keep to the free cores (batch-1 sampling fell 20-fold otherwise).
-    torch_threads = available_cores() if _plan.threads_sleep else n
+    busy_elsewhere = other_load()
+    n = threads_for_load(busy_elsewhere)
+    # NumPy's OpenBLAS threads spin whatever OpenMP is told, so they keep to the free cores
+    # (batch-1 sampling fell 20-fold otherwise). Torch's sleep when idle under PASSIVE: while a
+    # core is free, the free cores are still best (beside 1 busy process on 2 cores, one thread
+    # beat two sleeping ones in 5 of 5 runs: batch-64 sampling by 7-30%, training by 3-8%); once
+    # others fill every core, every core helps (each thread gets its share of the CPU: beside 2
+    # busy processes two sleeping threads trained at 7.9-10.2k chars/s, one at 7.1-7.3k).
+    oversubscribed = busy_elsewhere >= available_cores() - 0.5
+    torch_threads = available_cores() if _plan.threads_sleep and oversubscribed else n
     set_threads(torch_threads, blas=n)
     return torch_threads
 
