@@ -10,9 +10,10 @@ thread: 27k); NumPy's OpenBLAS sampling at batch 1 fell 20-fold. So:
 * When other programs already keep half a core or more busy as a command starts (a 0.1 s look at
   /proc/stat, and the count of runnable tasks), idle OpenMP threads sleep at once
   (OMP_WAIT_POLICY=PASSIVE). Torch uses the free cores while there are any, and every core once
-  others fill them all: a sleeping thread takes only its share of the CPU. Beside two busy processes batch-64 sampling ran at 19k chars/s with 2 PASSIVE threads
-  against 13k with one and 2k with 2 spinning ones. NumPy's OpenBLAS threads spin whatever OpenMP
-  is told, so BLAS keeps to the free cores.
+  others fill them all: a sleeping thread takes only its share of the CPU. Beside two busy
+  processes batch-64 sampling ran at 19k chars/s with 2 PASSIVE threads against 13k with one and
+  2k with 2 spinning ones. NumPy's OpenBLAS threads spin whatever OpenMP is told, so BLAS keeps to
+  the free cores.
 * A quiet start gets a spin of 5,000 iterations (GOMP_SPINCOUNT; libgomp's default is 300,000).
   PASSIVE costs 13-30% on a quiet machine (every parallel region starts with a wake-up), and so
   does a short spin at the many small regions of a sampling step (batch 64: 28.9k chars/s with the
@@ -78,6 +79,9 @@ class ThreadPlan:
 _plan: ThreadPlan | None = None  # None: nobody asked; the library leaves threads as it finds them
 _applied = False
 _probe: tuple[float, tuple[float, float] | None, float] | None = None  # when, /proc/stat, own CPU
+# Cores others kept busy during the start's look, while this process slept: later measurements
+# overlap torch's import, which takes a share of the CPU from them.
+_start_load: float | None = None
 
 
 def parse_threads(value: str | int | None, source: str) -> int | None:
@@ -112,7 +116,8 @@ def prepare_process(threads: str | int | None = None) -> ThreadPlan:
     (OMP_WAIT_POLICY=PASSIVE) when other programs keep the cores busy as this starts, unless the
     user set OMP_WAIT_POLICY or GOMP_SPINCOUNT; that only takes effect if torch is not loaded yet.
     """
-    global _plan, _applied, _probe
+    global _plan, _applied, _probe, _start_load
+    _start_load = None
     n, source = parse_threads(threads, "--threads"), "--threads"
     if n is None:
         n, source = parse_threads(os.environ.get(THREADS_ENV), THREADS_ENV), THREADS_ENV
@@ -185,7 +190,7 @@ def apply() -> int | None:
     # beat two sleeping ones in 5 of 5 runs: batch-64 sampling by 7-30%, training by 3-8%); once
     # others fill every core, every core helps (each thread gets its share of the CPU: beside 2
     # busy processes two sleeping threads trained at 7.9-10.2k chars/s, one at 7.1-7.3k).
-    oversubscribed = busy_elsewhere >= available_cores() - 0.5
+    oversubscribed = (busy_elsewhere if _start_load is None else _start_load) >= available_cores() - 0.5
     torch_threads = available_cores() if _plan.threads_sleep and oversubscribed else n
     set_threads(torch_threads, blas=n)
     return torch_threads
@@ -214,12 +219,14 @@ def _loaded_at_start() -> bool:
     seconds: /proc/stat's busy time (less ours) says so, and so does the median count of other
     runnable tasks (/proc/loadavg). The count keeps a program that has just ended (its exit still
     shows in /proc/stat for a moment: a command started right after another) from counting."""
+    global _start_load
     start = (time.monotonic(), _cpu_times(), _own_cpu())
     runnable = []
     for _ in range(5):
         time.sleep(START_PROBE / 5)
         runnable.append(_runnable_others())
-    if _busy_since(start) < LOADED_AT_START:
+    _start_load = _busy_since(start)
+    if _start_load < LOADED_AT_START:
         return False
     counts = [r for r in runnable if r is not None]
     return not counts or statistics.median(counts) >= 1

@@ -308,3 +308,22 @@ def test_training_reports_its_steps_to_the_tuner(monkeypatch, tmp_path, tiny_tex
     start = next(e for e in events if e["event"] == "start")
     assert start["threads"] == 2 and start["threads_auto"]
     assert calls[:2] == [2, 1]  # chosen at start, then the trial of one thread
+
+
+def test_the_start_look_decides_whether_every_core_is_taken(monkeypatch):
+    """Later measurements overlap torch's import, which takes CPU from the neighbours (beside 2 busy
+    processes they read ~1.3 cores, and one thread was chosen: 7.5k chars/s against 10.2k)."""
+    _clear_thread_env(monkeypatch)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    calls: list[tuple[int, int | None]] = []
+    monkeypatch.setattr(threads, "set_threads", lambda n, blas=None: calls.append((n, blas)))
+    monkeypatch.setattr(threads, "other_load", lambda window=0.1: 1.3)
+
+    def look() -> bool:
+        threads._start_load = 2.0  # both cores busy while this process slept
+        return True
+
+    monkeypatch.setattr(threads, "_loaded_at_start", look)
+    threads.prepare_process()
+    assert threads.apply() == 2 and calls == [(2, 1)]
+    monkeypatch.delenv("OMP_WAIT_POLICY")
