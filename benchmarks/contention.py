@@ -14,8 +14,9 @@ loop in a child process, bounded in time and killed when its load level ends), f
              waiting (idle threads spin before they sleep)
   passive    all cores, OMP_WAIT_POLICY=PASSIVE
   1-thread   one thread for torch and BLAS
-  auto       charrnn's own choice (`charrnn.threads`: PASSIVE, the count chosen from the load,
-             re-checked while training)
+  auto       charrnn's own choice (`charrnn.threads`: a quiet start spins 5,000 iterations on
+             every core; a loaded one sleeps (PASSIVE) on the free cores, or on every core when
+             others fill them all; training re-checks the count after a quiet start)
 
 Every measurement runs in a fresh process (OpenMP reads its settings when torch loads). Load
 levels and variants are interleaved in rounds, with the variants' order rotated each round, so
@@ -24,12 +25,15 @@ each variant's ratio to the best variant under the same load, the verdict agains
 criteria (auto >= 0.8x the best under load; auto >= 0.95x the best when alone), and a markdown
 table ready for BENCHMARKS.md.
 
-    python benchmarks/contention.py              # full run: 72 processes, ~8-12 minutes on 2 cores
+    python benchmarks/contention.py              # full run: 108 processes, ~17 minutes on 2 cores
     python benchmarks/contention.py --smoke      # a few seconds per cell: tiny model, checks it runs
 
-Timed windows are short (seconds), while a real run re-checks its thread count every 30 s to 8
-minutes: a training window here includes auto's first A/B trial, so auto is measured at its
-worst. On a machine that other people use the "alone" level is not alone: read /proc/loadavg.
+Windows are 5 s by default: a training step is 3,200 characters, so a 3 s window beside busy
+processes held 5-10 steps and one step more or less moved a cell by 10-20%. Beside busy processes
+identical configurations still land 2x apart from window to window; read the per-round values
+(stderr) before a verdict. No window holds a thread trial (a quiet-started run makes its first
+after 15 s; a loaded-started one makes none), and a neighbour who arrives mid-run is not measured
+here. On a machine that other people use the "alone" level is not alone: read /proc/loadavg.
 """
 
 from __future__ import annotations
@@ -248,8 +252,8 @@ def markdown(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny model, short windows, one round: checks it runs")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 2; smoke 1)")
-    parser.add_argument("--seconds", type=float, default=None, help="timed window per cell (default 3; smoke 0.3)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3; smoke 1)")
+    parser.add_argument("--seconds", type=float, default=None, help="timed window per cell (default 5; smoke 0.3)")
     parser.add_argument("--warmup", type=float, default=None, help="untimed start per cell (default 1.5; smoke 0.2)")
     parser.add_argument("--loads", default=None, help="busy processes per level (default 0,1,2; smoke 1)")
     parser.add_argument("--workloads", default=None, help=f"comma-separated, of {','.join(WORKLOADS)}")
@@ -266,8 +270,8 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, args.workload, args.seconds, args.warmup, args.smoke)))
         return
-    args.rounds = args.rounds or (1 if args.smoke else 2)
-    args.seconds = args.seconds or (0.3 if args.smoke else 3.0)
+    args.rounds = args.rounds or (1 if args.smoke else 3)
+    args.seconds = args.seconds or (0.3 if args.smoke else 5.0)
     args.warmup = args.warmup if args.warmup is not None else (0.2 if args.smoke else 1.5)
     args.loads = args.loads or ("1" if args.smoke else "0,1,2")
     args.workloads = args.workloads or (",".join(WORKLOADS[:2]) if args.smoke else ",".join(WORKLOADS))
