@@ -27,9 +27,10 @@ thread: 27k); NumPy's OpenBLAS sampling at batch 1 fell 20-fold. So:
 * The thread count is chosen when work starts (`apply`) from the load measured on the other
   cores. After a quiet start, training re-checks it by timing steps at each candidate count
   (`StepTuner`): a neighbour who arrives later makes two spinning threads several times slower,
-  and one thread wins the A/B. After a loaded start the sleeping threads keep every core (the
-  fastest or close at every load measured). Sampling commands keep their start's choice: they are
-  short, and one started beside the neighbour gets the loaded policy.
+  and one thread wins the A/B. After a loaded start the choice stands: beside busy programs step
+  times jump 2x from step to step, and short trials picked the slower count by chance. Sampling
+  commands keep their start's choice: they are short, and one started beside the neighbour gets
+  the loaded policy.
 * Users decide when they say so: `--threads N` / `CHARRNN_THREADS=N` fix the count, and an
   `OMP_NUM_THREADS`, `OMP_WAIT_POLICY` or `GOMP_SPINCOUNT` already in the environment is left alone
   (a fixed count is also what makes runs on the same machine repeat bit for bit).
@@ -72,7 +73,7 @@ class ThreadPlan:
 
     @property
     def threads_sleep(self) -> bool:
-        """Whether idle OpenMP threads sleep at once (PASSIVE): then every core helps torch."""
+        """Whether idle OpenMP threads sleep at once (PASSIVE): then torch may share busy cores."""
         return "OMP_WAIT_POLICY=PASSIVE" in self.openmp_wait.upper()
 
 
