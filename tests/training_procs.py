@@ -74,7 +74,11 @@ def stall_first_checkpoint_fsync(marker, seconds=120.0):
         if not stalled[0] and name.startswith((".best.pt.", ".last.pt.")):
             stalled[0] = True
             open(marker, "w").close()
-            time.sleep(seconds)
+            # In short naps: a signal the kernel hands to another of the process's threads (OpenMP's,
+            # OpenBLAS's) does not cut one long sleep short, and its handler would wait for the end.
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                time.sleep(0.02)
             print("slow disk: the stalled fsync finished", flush=True)
         return real(fd)
     os.fsync = fsync
