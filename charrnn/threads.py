@@ -341,16 +341,15 @@ class StepTuner:
     there: on a loaded machine the all-cores steps can be several times slower, and a trial should
     cost a step or two, not a minute.
     Inactive (every call a no-op) unless the plan is automatic and OpenMP's threads spin (a quiet
-    start). After a loaded start they sleep at once, and then every core is best or close.
+    start). After a loaded start the start's choice stands (see `apply`).
     """
 
     def __init__(self, period: float = 15.0, max_period: float = 120.0, trial_steps: int = 5,
                  warm_steps: int = 1, drift: float = 1.25, margin: float = 0.1, settle_steps: int = 2,
                  clock: Callable[[], float] = time.monotonic, on_cpu: bool = True):
         # On a GPU the CPU threads hardly matter: nothing to tune. Nor when idle threads sleep
-        # (a loaded start): every core was then as fast as one thread or faster at each load
-        # contention.py tried, while step times beside busy programs vary 2x from step to step, so
-        # a few steps of a trial picked one thread by chance (training beside 2 busy processes:
+        # (a loaded start): step times beside busy programs vary 2x from step to step, so a few
+        # steps of a trial picked the slower count by chance (training beside 2 busy processes:
         # 6.1-8.1k chars/s with trials, 7.4-10.4k without).
         self.active = (on_cpu and _plan is not None and _plan.threads is None and not _plan.threads_sleep
                        and available_cores() > 1)
