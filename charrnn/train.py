@@ -301,12 +301,14 @@ class Trainer:
                     if patience_out:
                         reason = "early_stop"
                         break
-        if self.step == resumed_at and reason in ("max_steps", "time_budget"):
-            raise CharRNNError(clock.nothing_left(self.run_dir, self.step, reason, self.time_added))
-        if not self.record.evaluated_at(self.step):
-            self.evaluate_and_save(sum(recent) / len(recent) if recent else None)
-            clock.tick()
-            self.save_last()
+            if self.step == resumed_at and reason in ("max_steps", "time_budget"):
+                raise CharRNNError(clock.nothing_left(self.run_dir, self.step, reason, self.time_added))
+            # Still under the handler: whatever the shell gave us, a Ctrl-C during this last save
+            # means "now" (a second one) and SIGTERM lets it finish, as during the loop.
+            if not self.record.evaluated_at(self.step):
+                self.evaluate_and_save(sum(recent) / len(recent) if recent else None)
+                clock.tick()
+                self.save_last()
         return reason
 
 

@@ -110,7 +110,9 @@ def test_signal_saves_resumable_checkpoint_and_resume_matches_a_straight_run(zyg
     assert_same_parameters(run_dir, tmp_path / "straight")
 
 
-def test_a_second_ctrl_c_stops_at_once_even_mid_save_and_keeps_the_last_save(zygote, tmp_path, text_file):
+@pytest.mark.parametrize("started", ["from a terminal", "as a script's background job"])
+def test_a_second_ctrl_c_stops_at_once_even_mid_save_and_keeps_the_last_save(zygote, tmp_path, text_file, started):
+    # A script's `charrnn train ... &` starts with SIGINT ignored; `kill -INT` must still mean the same.
     run_dir = tmp_path / "run"
     assert cli(["train", text_file, "--out", run_dir, "--max-steps", 2, "--eval-interval", 2, *TINY]).exit_code == 0
     saved = (run_dir / "last.pt").read_bytes()
@@ -118,7 +120,8 @@ def test_a_second_ctrl_c_stops_at_once_even_mid_save_and_keeps_the_last_save(zyg
     # save's, and the first of them hangs on a slow disk until the second Ctrl-C.
     stalled = tmp_path / "stalled"
     argv = ["train", text_file, "--resume", run_dir, "--max-steps", 10**6, "--eval-interval", 10**6]
-    pid = zygote.start(argv, tmp_path, tmp_path / "train.log", stall_marker=stalled)
+    pid = zygote.start(argv, tmp_path, tmp_path / "train.log", stall_marker=stalled,
+                       sigint_ignored=started != "from a terminal")
     wait_for(lambda: len(metric_rows(run_dir)) >= 4, what="training to resume")
     os.kill(pid, signal.SIGINT)  # "stop at the next step boundary": the final evaluation and save follow
     wait_for(stalled.exists, what="the final save to reach the disk")

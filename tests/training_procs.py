@@ -101,6 +101,10 @@ for line in sys.stdin:
                 ctrl_c_twice_inside_save(job["ctrl_c_twice_on_save"])
             if job.get("stall_marker"):
                 stall_first_checkpoint_fsync(job["stall_marker"])
+            if job.get("sigint_ignored"):  # started by a script as `charrnn ... &`: the shell ignores SIGINT for it
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+            else:  # as from a terminal, whatever the disposition pytest itself was started with
+                signal.signal(signal.SIGINT, signal.default_int_handler)
             if job.get("file_size_limit"):  # writes past it fail with EFBIG (Python ignores SIGXFSZ)
                 import resource
                 resource.setrlimit(resource.RLIMIT_FSIZE, (job["file_size_limit"], resource.RLIM_INFINITY))
@@ -158,18 +162,21 @@ class Zygote:
 
     def start(self, argv: list, cwd: Path, log: Path, kill_on_save: int | None = None,
               ctrl_c_twice_on_save: int | None = None, stall_marker: Path | None = None,
-              file_size_limit: int | None = None) -> int:
+              file_size_limit: int | None = None, sigint_ignored: bool = False) -> int:
         """Fork a child running `charrnn <argv>` in `cwd`, its output going to `log`; returns its pid.
 
         `kill_on_save=n`: SIGKILL in the middle of the n-th checkpoint write. `ctrl_c_twice_on_save=n`:
         two SIGINTs inside torch's serialisation of the n-th checkpoint. `stall_marker=path`: the first
         checkpoint fsync hangs (a slow disk) and `path` is created when it starts. `file_size_limit=n`:
-        no file can grow past n bytes (a full disk, for the files that grow).
+        no file can grow past n bytes (a full disk, for the files that grow). `sigint_ignored`: the
+        child starts with SIGINT ignored, as a script's background job does; otherwise with Python's
+        own Ctrl-C handler, as from a terminal.
         """
         assert self.pid is None, "one child at a time"
         job = {"argv": [str(a) for a in argv], "cwd": str(cwd), "log": str(log), "kill_on_save": kill_on_save,
                "ctrl_c_twice_on_save": ctrl_c_twice_on_save,
-               "stall_marker": None if stall_marker is None else str(stall_marker), "file_size_limit": file_size_limit}
+               "stall_marker": None if stall_marker is None else str(stall_marker), "file_size_limit": file_size_limit,
+               "sigint_ignored": sigint_ignored}
         self.proc.stdin.write(json.dumps(job) + "\n")
         self.proc.stdin.flush()
         kind, pid = self._read().split()
