@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from .decoding import Chooser, Decoding, Draws, Statistics
-from .engine import StepEngine, make_engine
+from .engine import NumpyEngine, StepEngine, make_engine
 from .errors import CharRNNError
 from .model import CharRNN, Hidden
 from .request import check_kept, check_length, check_num_samples, check_seed, check_stops
+from .threads import apply as apply_threads
 from .vocab import Vocab
 
 # Logits held per model call while warming: the prime goes through the model's forward in chunks
@@ -25,6 +26,11 @@ from .vocab import Vocab
 # more memory than a paragraph).
 PRIME_CHUNK = 8192
 PRIME_LOGITS = 1 << 22
+# Primes up to this many characters are warmed by NumPy steps where NumPy computes the model: the
+# forward's fixed cost (oneDNN's set-up, waking torch's threads) is worth 10-30 steps, and a batch-1
+# generation that never enters torch leaves torch's threads asleep beside NumPy's (BENCHMARKS.md,
+# "Beside busy processes", session 8: the default newline prime 1.9 ms -> 0.2 ms at 2x256).
+NUMPY_WARM_MAX = 16
 
 
 @dataclass
@@ -60,8 +66,18 @@ def prime_ids(vocab: Vocab, prime: str, unknown: str = "error") -> list[int]:
 
 @torch.inference_mode()
 def warm(model: CharRNN, ids: list[int], hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
-    """Run the prime through the model's own forward; returns the logits after its last character
-    (V,) and the state."""
+    """Run the prime through the model (its forward, or NumPy steps for a short prime); returns the
+    logits after its last character (V,) and the state."""
+    if len(ids) <= NUMPY_WARM_MAX and NumpyEngine.computes(model):
+        apply_threads()
+        engine = NumpyEngine(model, 1)
+        if hidden is not None:
+            engine.set_hidden(hidden)
+        step_logits = None
+        for i in ids:
+            step_logits = engine.step(np.array([i], dtype=np.intp))
+        assert step_logits is not None, "warm needs at least one id"
+        return torch.from_numpy(step_logits[0].copy()), engine.get_hidden()
     device = model.head.weight.device
     chunk_len = max(1, min(PRIME_CHUNK, PRIME_LOGITS // model.config.vocab_size))
     logits = None

@@ -6,6 +6,7 @@ import torch
 
 from charrnn.config import MODEL_TYPES, ModelConfig
 from charrnn.engine import NumpyEngine, TorchEngine, make_engine
+from charrnn.generation import NUMPY_WARM_MAX, warm
 from charrnn.model import _CORES, CharRNN
 from charrnn.sample import Decoding, generate_batch
 from charrnn.vocab import Vocab
@@ -44,6 +45,36 @@ def test_engine_steps_equal_the_torch_model(engine_class, kind, layers, tie, bat
     hidden = engine.get_hidden()
     for a, b in zip(hidden if kind == "lstm" else (hidden,), end if kind == "lstm" else (end,), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", sorted(_CORES))
+@pytest.mark.parametrize("prime_len", [1, NUMPY_WARM_MAX, NUMPY_WARM_MAX + 1])  # NumPy steps, then the forward
+def test_warming_a_prime_gives_the_models_own_state_whichever_way_it_runs(kind, prime_len):
+    model = random_model(kind, 2)
+    ids = [(7 * t + 3) % 11 for t in range(prime_len)]
+    with torch.no_grad():
+        _, start = model(torch.tensor([[4, 1, 9]]))
+        expected, end = model(torch.tensor([ids]), start)
+    logits, hidden = warm(model, ids, start)
+    torch.testing.assert_close(logits, expected[0, -1], rtol=1e-5, atol=1e-5)
+    for a, b in zip(hidden if kind == "lstm" else (hidden,), end if kind == "lstm" else (end,), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_a_short_prime_at_batch_one_never_enters_torch(monkeypatch):
+    # Torch's threads stay asleep beside NumPy's: woken by a forward per call, they cost a batch-1
+    # sampler ~5% on a quiet machine (benchmarks/contention.py, sample-1).
+    vocab = Vocab.from_text("abcdefghijk")
+    model = random_model("lstm", 2)
+
+    def forward(*args, **kwargs):
+        raise AssertionError("the model's torch forward ran")
+
+    monkeypatch.setattr(model, "forward", forward)
+    (sample,) = generate_batch(model, vocab, 30, prime="abcabcab", decoding=Decoding(temperature=1.0), seed=3)
+    assert len(sample.text) == 30
+    with pytest.raises(AssertionError, match="torch forward ran"):  # a long prime does take the forward
+        generate_batch(model, vocab, 30, prime="abc" * NUMPY_WARM_MAX, decoding=Decoding(temperature=1.0), seed=3)
 
 
 def test_tied_weights_and_row_selection():
