@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .decoding import log_softmax
-from .engine import make_engine
+from .engine import NumpyEngine, make_engine
 from .errors import CharRNNError
 from .generation import Sample, prime_ids, warm
 from .model import CharRNN
@@ -38,11 +38,12 @@ def beam_search(model: CharRNN, vocab: Vocab, length: int, *, width: int = 4, nu
     check_length_penalty(length_penalty)
     stops = check_stops(stop, vocab)
     model.eval()
-    logits_t, hidden = warm(model, prime_ids(vocab, prime, unknown))
+    ids = prime_ids(vocab, prime, unknown)
     strategy = f"beam {width}"
     if length == 0:
         return [Sample(text="", seed=None, strategy=strategy, temperature=1.0)]
     engine = make_engine(model, 1, backend)
+    logits_t, hidden = warm(model, ids, on_numpy=isinstance(engine, NumpyEngine))
     engine.set_hidden(hidden)
     logits = logits_t.detach().to("cpu", torch.float32).numpy()[None, :]
     vocab_size = len(vocab)

@@ -26,10 +26,10 @@ from .vocab import Vocab
 # more memory than a paragraph).
 PRIME_CHUNK = 8192
 PRIME_LOGITS = 1 << 22
-# Primes up to this many characters are warmed by NumPy steps where NumPy computes the model: the
-# forward's fixed cost (oneDNN's set-up, waking torch's threads) is worth 10-30 steps, and a batch-1
-# generation that never enters torch leaves torch's threads asleep beside NumPy's (BENCHMARKS.md,
-# "Beside busy processes", session 8: the default newline prime 1.9 ms -> 0.2 ms at 2x256).
+# Primes up to this many characters are warmed by NumPy steps when the generation steps on NumPy:
+# the forward's fixed cost (oneDNN's set-up, waking torch's threads) is worth 10-30 steps. A
+# generation stays in one runtime: idle threads of the other (torch's OpenMP, OpenBLAS's) spin on
+# the cores this one needs (BENCHMARKS.md, "Beside busy processes", session 8).
 NUMPY_WARM_MAX = 16
 
 
@@ -65,10 +65,11 @@ def prime_ids(vocab: Vocab, prime: str, unknown: str = "error") -> list[int]:
 
 
 @torch.inference_mode()
-def warm(model: CharRNN, ids: list[int], hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
-    """Run the prime through the model (its forward, or NumPy steps for a short prime); returns the
-    logits after its last character (V,) and the state."""
-    if len(ids) <= NUMPY_WARM_MAX and NumpyEngine.computes(model):
+def warm(model: CharRNN, ids: list[int], hidden: Hidden | None = None,
+         on_numpy: bool = False) -> tuple[torch.Tensor, Hidden]:
+    """Run the prime through the model; returns the logits after its last character (V,) and the
+    state. `on_numpy`: the steps that follow run on a `NumpyEngine`, so a short prime does too."""
+    if on_numpy and len(ids) <= NUMPY_WARM_MAX and NumpyEngine.computes(model):
         apply_threads()
         engine = NumpyEngine(model, 1)
         if hidden is not None:
@@ -132,10 +133,10 @@ class Generation:
         self._done = True
         model, decoding, n = self.model, self.decoding, self.num_samples
         model.eval()
-        logits_t, hidden = warm(model, self.prime_ids)
         if self.length == 0:
             return
         engine: StepEngine = make_engine(model, n, self.backend)
+        logits_t, hidden = warm(model, self.prime_ids, on_numpy=isinstance(engine, NumpyEngine))
         engine.set_hidden(hidden)
         logits = np.broadcast_to(logits_t.detach().to("cpu", torch.float32).numpy(), (n, len(self.vocab)))
         chooser, statistics = self.chooser, self.statistics

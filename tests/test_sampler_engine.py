@@ -61,20 +61,31 @@ def test_warming_a_prime_gives_the_models_own_state_whichever_way_it_runs(kind, 
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_a_short_prime_at_batch_one_never_enters_torch(monkeypatch):
-    # Torch's threads stay asleep beside NumPy's: woken by a forward per call, they cost a batch-1
-    # sampler ~5% on a quiet machine (benchmarks/contention.py, sample-1).
+def test_a_generation_with_a_short_prime_stays_in_one_runtime(monkeypatch):
+    # The idle threads of the runtime a generation leaves keep spinning on the cores the other one
+    # needs: a torch forward per call cost batch-1 sampling (NumPy) ~5%, and NumPy steps per call
+    # cost batch-64 sampling (torch) ~40% on a quiet machine (benchmarks/contention.py).
     vocab = Vocab.from_text("abcdefghijk")
     model = random_model("lstm", 2)
+    decoding = Decoding(temperature=1.0)
 
     def forward(*args, **kwargs):
         raise AssertionError("the model's torch forward ran")
 
-    monkeypatch.setattr(model, "forward", forward)
-    (sample,) = generate_batch(model, vocab, 30, prime="abcabcab", decoding=Decoding(temperature=1.0), seed=3)
-    assert len(sample.text) == 30
-    with pytest.raises(AssertionError, match="torch forward ran"):  # a long prime does take the forward
-        generate_batch(model, vocab, 30, prime="abc" * NUMPY_WARM_MAX, decoding=Decoding(temperature=1.0), seed=3)
+    with monkeypatch.context() as patch:
+        patch.setattr(model, "forward", forward)
+        (sample,) = generate_batch(model, vocab, 30, prime="abcabcab", decoding=decoding, seed=3)
+        assert len(sample.text) == 30
+        with pytest.raises(AssertionError, match="torch forward ran"):  # a long prime does take the forward
+            generate_batch(model, vocab, 30, prime="abc" * NUMPY_WARM_MAX, decoding=decoding, seed=3)
+
+    def numpy_step(*args, **kwargs):
+        raise AssertionError("a NumPy step ran")
+
+    monkeypatch.setattr(NumpyEngine, "step", numpy_step)
+    assert isinstance(make_engine(model, 64), TorchEngine)
+    samples = generate_batch(model, vocab, 30, num_samples=64, prime="abcabcab", decoding=decoding, seed=3)
+    assert [len(s.text) for s in samples] == [30] * 64
 
 
 def test_tied_weights_and_row_selection():

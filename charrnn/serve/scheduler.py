@@ -308,14 +308,16 @@ class ModelWorker:
 
     def _admit(self, stream: Stream) -> None:
         """Warm the stream's prime and append it to the batch as a new engine row."""
-        from ..engine import make_engine
+        from ..engine import NumpyEngine, make_engine
 
         request = stream.request
         if stream.cancelled:
             self._finish(_Row(stream, len(self.vocab)), "stopped")
             self._wake([stream])
             return
-        logits_t, hidden = warm(self.model, prime_ids(self.vocab, request.prime, request.unknown))
+        on_numpy = isinstance(self.engine, NumpyEngine) if self.engine is not None and self.rows else \
+            NumpyEngine.computes(self.model)  # what make_engine(model, 1) below picks
+        logits_t, hidden = warm(self.model, prime_ids(self.vocab, request.prime, request.unknown), on_numpy=on_numpy)
         first = logits_t.detach().to("cpu", torch.float32).numpy()[None, :]
         if self.engine is None or not self.rows:
             self.engine = make_engine(self.model, 1)
