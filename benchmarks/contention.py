@@ -25,11 +25,13 @@ each variant's ratio to the best variant under the same load, the verdict agains
 criteria (auto >= 0.8x the best under load; auto >= 0.95x the best when alone), and a markdown
 table ready for BENCHMARKS.md.
 
-    python benchmarks/contention.py              # full run: 108 processes, ~17 minutes on 2 cores
+    python benchmarks/contention.py              # full run: 180 processes, ~28 minutes on 2 cores
     python benchmarks/contention.py --smoke      # a few seconds per cell: tiny model, checks it runs
 
-Windows are 5 s by default: a training step is 3,200 characters, so a 3 s window beside busy
-processes held 5-10 steps and one step more or less moved a cell by 10-20%. Beside busy processes
+Five rounds by default: a cell's median then survives two outlying rounds (with three, one slow
+round on a quiet machine moved a cell from 0.98x to 0.95x). Windows are 5 s: a training step is
+3,200 characters, so a 3 s window beside busy processes held 5-10 steps and one step more or less
+moved a cell by 10-20%. Beside busy processes
 identical configurations still land 2x apart from window to window; read the per-round values
 (stderr) before a verdict. No window holds a thread trial (a quiet-started run makes its first
 after 15 s; a loaded-started one makes none), and a neighbour who arrives mid-run is not measured
@@ -252,7 +254,7 @@ def markdown(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny model, short windows, one round: checks it runs")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3; smoke 1)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 5; smoke 1)")
     parser.add_argument("--seconds", type=float, default=None, help="timed window per cell (default 5; smoke 0.3)")
     parser.add_argument("--warmup", type=float, default=None, help="untimed start per cell (default 1.5; smoke 0.2)")
     parser.add_argument("--loads", default=None, help="busy processes per level (default 0,1,2; smoke 1)")
@@ -270,7 +272,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, args.workload, args.seconds, args.warmup, args.smoke)))
         return
-    args.rounds = args.rounds or (1 if args.smoke else 3)
+    args.rounds = args.rounds or (1 if args.smoke else 5)
     args.seconds = args.seconds or (0.3 if args.smoke else 5.0)
     args.warmup = args.warmup if args.warmup is not None else (0.2 if args.smoke else 1.5)
     args.loads = args.loads or ("1" if args.smoke else "0,1,2")
