@@ -26,11 +26,14 @@ from .vocab import Vocab
 # more memory than a paragraph).
 PRIME_CHUNK = 8192
 PRIME_LOGITS = 1 << 22
-# Primes up to this many characters are warmed by NumPy steps when the generation steps on NumPy:
-# the forward's fixed cost (oneDNN's set-up, waking torch's threads) is worth 10-30 steps. A
-# generation stays in one runtime: idle threads of the other (torch's OpenMP, OpenBLAS's) spin on
-# the cores this one needs (BENCHMARKS.md, "Beside busy processes", session 8).
-NUMPY_WARM_MAX = 16
+# Primes up to this many characters are warmed by NumPy steps when the generation steps on NumPy.
+# A generation stays in one runtime: idle threads of the other (torch's OpenMP, OpenBLAS's) spin
+# on the cores this one needs. In a loop of 400-character generations at 2x256 a torch warm-up
+# took ~55 ms more than alone (100-char prime: 62 ms against NumPy's 7 ms; 1,600 chars: 137 against
+# 108). Torch's forward wins only in a fresh process, past ~32 characters (256: ~10 ms against 17),
+# so longer primes (prime files, books) still take it (BENCHMARKS.md, "Beside busy processes",
+# session 8).
+NUMPY_WARM_MAX = 256
 
 
 @dataclass
