@@ -222,9 +222,11 @@ class Chooser:
             ranked_cdf = np.add.accumulate(ranked, axis=1)
             # The smallest prefix whose mass reaches top_p of the total.
             keep_ranked = ranked_cdf - ranked < np.float32(self.top_p) * ranked_cdf[:, -1:]
-            keep_ranked[:, 0] = True  # the most likely character, even where top_p * total rounds to 0
             keep = np.empty_like(keep_ranked)
             np.put_along_axis(keep, order, keep_ranked, axis=1)
+            # The most likely character, the one greedy and ε-greedy take, even where top_p * total
+            # rounds to 0 or exp() rounds its weight to a tie with another's (ranked first instead).
+            keep[np.arange(n), np.argmax(x, axis=1)] = True
             e[~keep] = 0.0
             z[~keep] = -np.inf
         np.add.accumulate(e, axis=1, out=cdf)
